@@ -1,0 +1,35 @@
+# eexit: `make run` and `make test` set up whatever is missing first.
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.eexit-setup-stamp
+export DAGSTER_HOME := $(CURDIR)/.dagster
+
+.PHONY: setup run test test-fast bench ui clean-results
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## the main job: every asset on the embedded default, then the EAS table
+run: $(STAMP)
+	$(PY) -m pipelines.run
+
+## the whole test suite (slow tests included, as in CI)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## the suite without the slow tests
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+## the Dagster UI on http://127.0.0.1:3000
+ui: $(STAMP)
+	$(VENV)/bin/dagster dev
+
+clean-results:
+	rm -rf data/artifacts data/results.duckdb data/reports

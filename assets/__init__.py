@@ -1,0 +1,1 @@
+"""Dagster assets, one module per stage; each calls one eexit_core function."""

@@ -1,0 +1,21 @@
+import dagster as dg
+
+from eexit_core.stages import build_model_checkpoint, registries
+from pipelines.partitions import model_partitions
+from pipelines.resources import EexitResource
+
+
+@dg.asset(partitions_def=model_partitions, group_name="inputs", kinds={"pytorch"})
+def model_checkpoints(context: dg.AssetExecutionContext, eexit: EexitResource) -> dg.MaterializeResult:
+    """Verified, dequantised Hugging Face checkpoint of one model (fails clearly if unreachable)."""
+    models, _ = registries(eexit.workspace)
+    entry = models.get(context.partition_key)
+    checkpoint = build_model_checkpoint(eexit.workspace, entry, allow_download=eexit.allow_download)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(checkpoint.path)),
+            "checksum": checkpoint.checksum,
+            "quantization": checkpoint.quantization or "none",
+            "n_layers": entry.n_layers,
+        }
+    )

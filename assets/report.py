@@ -1,0 +1,18 @@
+import dagster as dg
+
+from eexit_core.report import build_report
+from pipelines.resources import EexitResource
+
+
+@dg.asset(group_name="results", kinds={"markdown"}, deps=["eas_scores"])
+def factor_report(eexit: EexitResource) -> dg.MaterializeResult:
+    """Markdown report with similarity curves, EAS by model and workload, oracle bounds."""
+    ws = eexit.workspace
+    report = build_report(ws.results_db, ws.reports_dir)
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.md(report.text),
+            "path": dg.MetadataValue.path(str(report.markdown)),
+            **{f"plot_{p.stem}": dg.MetadataValue.path(str(p)) for p in report.plots},
+        }
+    )

@@ -1,0 +1,142 @@
+"""Where a model keeps its blocks, its final norm and its LM head: the exit-head adapters.
+
+All model-specific knowledge lives here (the measurement loop lives in `lens.py`). An
+adapter is a function `model -> ExitHead`. Adapters are registered by transformers class
+name; a class we have not met falls back to a structural probe of the common layouts,
+and a model that matches none fails with `UnknownArchitectureError`, which shows how to
+register an adapter in a few lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ExitHead:
+    """The blocks of a causal LM and the exit head `E(h)` it applies after the last one.
+
+    `E(h) = softcap(lm_head(final_norm(h)))`. `blocks[l-1]` produces the residual
+    stream `h_l`; its output (or the first element of a tuple output) is `h_l`.
+    """
+
+    blocks: Sequence[nn.Module]
+    final_norm: nn.Module | None
+    lm_head: nn.Module
+    logit_softcap: float | None = None
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    def normed(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden if self.final_norm is None else self.final_norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(self.normed(hidden))
+        if self.logit_softcap:
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits
+
+
+Adapter = Callable[[nn.Module], ExitHead]
+
+_ADAPTERS: dict[str, Adapter] = {}
+
+
+class UnknownArchitectureError(LookupError):
+    """No adapter knows where this model keeps its blocks, final norm and LM head."""
+
+
+def register_adapter(architecture: str | type, adapter: Adapter) -> None:
+    """Teach eexit a model class: `architecture` is the class (or its name)."""
+    name = architecture if isinstance(architecture, str) else architecture.__name__
+    _ADAPTERS[name] = adapter
+
+
+def registered_architectures() -> list[str]:
+    return sorted(_ADAPTERS)
+
+
+def _get(module: nn.Module, dotted: str) -> nn.Module | None:
+    for part in dotted.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+def _softcap(model: nn.Module) -> float | None:
+    config = getattr(model, "config", None)
+    config = getattr(config, "get_text_config", lambda: config)()
+    cap = getattr(config, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+# (blocks, final norm) attribute paths of the layouts transformers uses, by family.
+_LAYOUTS: tuple[tuple[str, str], ...] = (
+    ("model.layers", "model.norm"),  # Llama, Mistral, Qwen, Gemma, Phi-3, OLMo, Mixtral, ...
+    ("model.language_model.layers", "model.language_model.norm"),  # multimodal wrappers
+    ("transformer.h", "transformer.ln_f"),  # GPT-2, GPT-J, Falcon
+    ("gpt_neox.layers", "gpt_neox.final_layer_norm"),  # GPT-NeoX, Pythia
+    ("model.decoder.layers", "model.decoder.final_layer_norm"),  # OPT
+    ("backbone.layers", "backbone.norm_f"),  # Mamba, Mamba2
+    ("model.blocks", "model.norm"),
+)
+
+
+def probe_layout(model: nn.Module) -> ExitHead | None:
+    """Find blocks, final norm and head by the common attribute layouts, or None."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return None
+    for blocks_path, norm_path in _LAYOUTS:
+        blocks = _get(model, blocks_path)
+        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
+            norm = _get(model, norm_path)
+            return ExitHead(list(blocks), norm, head, _softcap(model))
+    return None
+
+
+_HOW_TO_REGISTER = """\
+Register an adapter that says where the blocks, the final norm and the LM head are:
+
+    from eexit_core import ExitHead, register_adapter
+
+    register_adapter("{name}", lambda m: ExitHead(
+        blocks=list(m.model.layers),   # the module list whose outputs are h_1..h_L
+        final_norm=m.model.norm,       # applied before the head (None if there is none)
+        lm_head=m.lm_head,             # hidden -> vocabulary logits
+        logit_softcap=None,            # the model's final logit soft-capping, if any
+    ))
+"""
+
+
+def resolve_exit_head(model: nn.Module) -> ExitHead:
+    """The exit head of `model`: its registered adapter, else the structural probe."""
+    name = type(model).__name__
+    adapter = _ADAPTERS.get(name)
+    head = adapter(model) if adapter is not None else probe_layout(model)
+    if head is None:
+        raise UnknownArchitectureError(
+            f"eexit does not know where {name} keeps its blocks, final norm and LM head.\n"
+            + _HOW_TO_REGISTER.format(name=name)
+        )
+    return head
+
+
+def _opt_adapter(model: nn.Module) -> ExitHead:
+    # OPT-350m projects the hidden state down to the embedding size after the final norm.
+    decoder = model.model.decoder
+    project_out = getattr(decoder, "project_out", None)
+    norm: nn.Module | None = decoder.final_layer_norm
+    if project_out is not None:
+        norm = nn.Sequential(*(m for m in (norm, project_out) if m is not None))
+    return ExitHead(list(decoder.layers), norm, model.lm_head, None)
+
+
+register_adapter("OPTForCausalLM", _opt_adapter)

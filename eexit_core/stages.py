@@ -1,0 +1,369 @@
+"""The pipeline's stages as plain functions: each reads its inputs from the workspace,
+computes, and writes its artifact atomically. Dagster assets (and notebooks) call these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from eexit_core import eas as eas_mod
+from eexit_core import oracle, store
+from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_json, write_parquet
+from eexit_core.checkpoints import Checkpoint, ModelUnavailableError, load_model, prepare_checkpoint
+from eexit_core.lens import token_layer_stats
+from eexit_core.provenance import code_version, library_versions
+from eexit_core.registry import (
+    ModelEntry,
+    ModelRegistry,
+    WorkloadEntry,
+    WorkloadRegistry,
+    load_model_registry,
+    load_workload_registry,
+)
+from eexit_core.similarity import SIMILARITY_METRICS, layer_means, similarity_curve
+from eexit_core.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+TOKEN_STATS = "token_layer_stats"
+LAYER_SIMILARITY = "layer_similarity"
+ORACLE_EXITS = "oracle_exits"
+
+
+class MissingUpstreamError(FileNotFoundError):
+    """An input artifact does not exist yet: materialise the named asset first."""
+
+
+def registries(ws: Workspace) -> tuple[ModelRegistry, WorkloadRegistry]:
+    return load_model_registry(ws.models_registry), load_workload_registry(ws.workloads_registry)
+
+
+def _require(path: Path, asset: str, partition: str) -> Path:
+    if not path.is_file():
+        raise MissingUpstreamError(f"{path} is missing: materialise {asset} [{partition}] first")
+    return path
+
+
+# --- workload_prompts [w] ------------------------------------------------------------
+
+
+def build_workload_prompts(ws: Workspace, entry: WorkloadEntry, n_prompts: int | None = None) -> pl.DataFrame:
+    """Draw the workload's prompts from its packaged source and store them."""
+    from eexit_core.workloads import load_prompts
+
+    prompts = load_prompts(entry, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads", n_prompts=n_prompts)
+    if prompts.is_empty():
+        raise ValueError(f"workload {entry.workload_id!r} produced no prompts; check its source in {ws.workloads_registry}")
+    checksum = sha256_text(*prompts["text"].to_list())
+    write_parquet(
+        prompts,
+        ws.prompts_path(entry.workload_id),
+        metadata={"workload_id": entry.workload_id, "seed": entry.seed, "checksum": checksum,
+                  "entry": entry.model_dump(mode="json"), "code_version": code_version()},
+    )
+    return prompts
+
+
+# --- model_checkpoints [m] -----------------------------------------------------------
+
+
+def build_model_checkpoint(ws: Workspace, entry: ModelEntry, *, allow_download: bool = False) -> Checkpoint:
+    """Prepare the model's weights and record whether they are available."""
+    record = ws.checkpoint_record(entry.model_id)
+    try:
+        checkpoint = prepare_checkpoint(entry, models_dir=ws.models_dir, cache_dir=ws.cache_dir / "gguf", allow_download=allow_download)
+    except ModelUnavailableError as exc:
+        write_json({"model_id": entry.model_id, "available": False, "reason": str(exc)}, record)
+        raise
+    _check_depth(entry, checkpoint)
+    write_json(
+        {"model_id": entry.model_id, "available": True, "path": _portable(ws, checkpoint.path),
+         "checksum": checkpoint.checksum, "quantization": checkpoint.quantization},
+        record,
+    )
+    return checkpoint
+
+
+def _check_depth(entry: ModelEntry, checkpoint: Checkpoint) -> None:
+    config = json.loads((checkpoint.path / "config.json").read_text())
+    config = config.get("text_config", config)
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    if layers is not None and int(layers) != entry.n_layers:
+        raise ValueError(
+            f"{entry.model_id}: the registry says n_layers: {entry.n_layers} but the checkpoint "
+            f"has {layers}; fix data/registry/models.yaml"
+        )
+
+
+def _portable(ws: Workspace, path: Path) -> str:
+    """Paths inside the project are stored relative to it, so clones and DVC pulls work."""
+    try:
+        return str(path.resolve().relative_to(ws.root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_checkpoint(ws: Workspace, model_id: str) -> Checkpoint:
+    path = _require(ws.checkpoint_record(model_id), "model_checkpoints", model_id)
+    record = json.loads(path.read_text())
+    if not record.get("available"):
+        raise ModelUnavailableError(record.get("reason", f"{model_id} is unavailable"))
+    return Checkpoint(model_id, ws.root / record["path"], record["checksum"], record.get("quantization"))
+
+
+# --- token_layer_stats [m × w] -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LensSettings:
+    top_k: int = 10
+    batch_size: int = 8
+    device: str = "cpu"
+
+
+def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry, settings: LensSettings = LensSettings()) -> pl.DataFrame:
+    """Per-token, per-layer stats of one model on one workload, stored as Parquet."""
+    from eexit_core.workloads import render_texts
+
+    partition = f"{model.model_id}|{workload.workload_id}"
+    prompts_path = _require(ws.prompts_path(workload.workload_id), "workload_prompts", workload.workload_id)
+    prompts = pl.read_parquet(prompts_path)
+    if prompts.is_empty():
+        raise ValueError(f"workload {workload.workload_id!r} has no prompts")
+    checkpoint = read_checkpoint(ws, model.model_id)
+    lm, tokenizer = load_model(checkpoint, device=settings.device)
+    texts = render_texts(prompts, tokenizer, use_chat_template=workload.chat_template)
+    stats = token_layer_stats(lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size, max_tokens=workload.max_tokens)
+    prompt_ids = prompts["prompt_id"]
+    stats = stats.with_columns(
+        pl.lit(model.model_id).alias("model_id"),
+        pl.lit(workload.workload_id).alias("workload_id"),
+        prompt_ids.gather(stats["sample"]).alias("prompt_id"),
+    )
+    meta = {
+        "partition": partition,
+        "lens_version": lens_version(),
+        "model_checksum": checkpoint.checksum,
+        "workload_checksum": read_parquet_metadata(prompts_path).get("checksum"),
+        "seed": workload.seed,
+        "top_k": settings.top_k,
+        "code_version": code_version(),
+        "libraries": library_versions(),
+    }
+    write_parquet(stats, ws.partition_path(TOKEN_STATS, model.model_id, workload.workload_id), metadata=meta)
+    return stats
+
+
+def lens_version() -> str:
+    """Checksum of the code that computes token stats: a change invalidates stored stats."""
+    from eexit_core import adapters, lens
+
+    return sha256_text(*(Path(m.__file__).read_text() for m in (lens, adapters)))[:16]
+
+
+def token_stats_fresh(ws: Workspace, model_id: str, workload_id: str, settings: LensSettings) -> bool:
+    """True when the stored stats were made from the current checkpoint, prompts and code."""
+    path = ws.partition_path(TOKEN_STATS, model_id, workload_id)
+    record = ws.checkpoint_record(model_id)
+    prompts = ws.prompts_path(workload_id)
+    if not (path.is_file() and record.is_file() and prompts.is_file()):
+        return False
+    meta = read_parquet_metadata(path)
+    return (
+        meta.get("lens_version") == lens_version()
+        and meta.get("model_checksum") == json.loads(record.read_text()).get("checksum")
+        and meta.get("workload_checksum") == read_parquet_metadata(prompts).get("checksum")
+        and meta.get("top_k") == settings.top_k
+    )
+
+
+def _provenance_columns(meta: dict) -> list[pl.Expr]:
+    return [
+        pl.lit(meta.get("code_version"), dtype=pl.String).alias("code_version"),
+        pl.lit(meta.get("model_checksum"), dtype=pl.String).alias("model_checksum"),
+        pl.lit(meta.get("workload_checksum"), dtype=pl.String).alias("workload_checksum"),
+        pl.lit(meta.get("seed"), dtype=pl.Int64).alias("seed"),
+    ]
+
+
+def _token_stats(ws: Workspace, model_id: str, workload_id: str) -> tuple[pl.DataFrame, dict]:
+    path = _require(ws.partition_path(TOKEN_STATS, model_id, workload_id), TOKEN_STATS, f"{model_id}|{workload_id}")
+    return pl.read_parquet(path), read_parquet_metadata(path)
+
+
+# --- layer_similarity [m × w] --------------------------------------------------------
+
+
+def build_layer_similarity(ws: Workspace, model_id: str, workload_id: str) -> pl.DataFrame:
+    stats, meta = _token_stats(ws, model_id, workload_id)
+    n_layers = int(stats["layer"].max())
+    table = layer_means(stats, n_layers).with_columns(
+        pl.lit(model_id).alias("model_id"), pl.lit(workload_id).alias("workload_id"), *_provenance_columns(meta)
+    )
+    table = table.select("model_id", "workload_id", "layer", pl.exclude("model_id", "workload_id", "layer"))
+    write_parquet(table, ws.partition_path(LAYER_SIMILARITY, model_id, workload_id), metadata=meta)
+    return table
+
+
+# --- oracle_exits [m × w] ------------------------------------------------------------
+
+
+def build_oracle_exits(ws: Workspace, model: ModelEntry, workload_id: str, *, tied_embeddings: bool = True) -> pl.DataFrame:
+    stats, meta = _token_stats(ws, model.model_id, workload_id)
+    n_layers = int(stats["layer"].max())
+    check_cost = oracle.exit_check_cost(model.d_model, model.vocab_size, model.params_total, n_layers, tied_embeddings)
+    rows = []
+    for criterion in oracle.CRITERIA:
+        exits = oracle.oracle_exit_layers(stats, criterion)
+        rows.append({"model_id": model.model_id, "workload_id": workload_id, "criterion": criterion,
+                     "n_layers": n_layers, **oracle.summarise(exits, n_layers, check_cost)})
+    table = pl.DataFrame(rows).with_columns(*_provenance_columns(meta))
+    write_parquet(table, ws.partition_path(ORACLE_EXITS, model.model_id, workload_id), metadata=meta)
+    return table
+
+
+# --- eas_scores: the step that owns the results store --------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    alphas: tuple[float, ...] = (0.25, 0.5, 0.75)
+    metrics: tuple[str, ...] = SIMILARITY_METRICS
+    fallback_reference: str | None = None
+
+
+def _concat_partitions(ws: Workspace, asset: str) -> pl.DataFrame:
+    files = sorted((ws.artifacts_dir / asset).glob("*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
+
+
+def compute_eas(similarity: pl.DataFrame, reference: str | None, settings: ScoreSettings) -> pl.DataFrame:
+    """EAS per model × workload × metric × alpha, the per-model 'ALL' rows, and relatives."""
+    rows = []
+    for (model_id, workload_id), part in similarity.group_by(["model_id", "workload_id"], maintain_order=True):
+        n_layers = part.height
+        for metric in settings.metrics:
+            curve = similarity_curve(part, metric)
+            for alpha in settings.alphas:
+                rows.append({
+                    "model_id": model_id, "workload_id": workload_id, "metric": metric, "alpha": alpha,
+                    "eas": eas_mod.eas(curve, alpha), "eas_ideal": eas_mod.eas_ideal(n_layers, alpha),
+                    "n_layers": n_layers, "n_tokens": int(part["n_tokens"].max()),
+                })
+    if not rows:
+        return pl.DataFrame()
+    per_workload = pl.DataFrame(rows)
+    per_model = (
+        per_workload.group_by(["model_id", "metric", "alpha"], maintain_order=True)
+        .agg(pl.col("eas").mean(), pl.col("eas_ideal").first(), pl.col("n_layers").first(), pl.col("n_tokens").sum())
+        .with_columns(pl.lit("ALL").alias("workload_id"))
+        .select(per_workload.columns)
+    )
+    scores = pl.concat([per_workload, per_model])
+    models = set(scores["model_id"].to_list())
+    ref = reference if reference in models else settings.fallback_reference
+    if ref not in models:
+        ref = None
+    if ref is None:
+        return scores.with_columns(pl.lit(None, dtype=pl.Float64).alias("eas_relative"), pl.lit(None, dtype=pl.String).alias("relative_to"))
+    ref_scores = scores.filter(pl.col("model_id") == ref).select("workload_id", "metric", "alpha", pl.col("eas").alias("_ref"))
+    return (
+        scores.join(ref_scores, on=["workload_id", "metric", "alpha"], how="left")
+        .with_columns(
+            pl.when(pl.col("_ref") > 0).then(pl.col("eas") / pl.col("_ref")).otherwise(None).alias("eas_relative"),
+            pl.lit(ref).alias("relative_to"),
+        )
+        .drop("_ref")
+    )
+
+
+def _models_table(ws: Workspace, models: ModelRegistry) -> pl.DataFrame:
+    rows = []
+    for entry in models.models:
+        record_path = ws.checkpoint_record(entry.model_id)
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        source = entry.source
+        rows.append({
+            "model_id": entry.model_id, "display_name": entry.display_name, "family": entry.family,
+            "architecture": entry.architecture, "arch_class": entry.arch_class,
+            "params_total": entry.params_total, "params_active": entry.params_active,
+            "n_layers": entry.n_layers, "d_model": entry.d_model, "vocab_size": entry.vocab_size,
+            "context_length": entry.context_length, "release_date": entry.release_date,
+            "generation": entry.generation, "training": entry.training,
+            "early_exit_tuned": entry.early_exit_tuned, "reference": entry.model_id == models.reference_model,
+            "embedded": entry.embedded, "source_kind": source.kind,
+            "quantization": getattr(source, "quantization", None), "license": entry.license,
+            "available": record.get("available"), "unavailable_reason": record.get("reason"),
+            "checksum": record.get("checksum"),
+        })
+    return pl.DataFrame(rows)
+
+
+def _workloads_table(ws: Workspace, workloads: WorkloadRegistry) -> pl.DataFrame:
+    rows = []
+    for entry in workloads.workloads:
+        path = ws.prompts_path(entry.workload_id)
+        n = pl.scan_parquet(path).select(pl.len()).collect().item() if path.is_file() else None
+        rows.append({
+            "workload_id": entry.workload_id, "domain": entry.domain, "source": entry.source.kind,
+            "source_detail": json.dumps(entry.source.model_dump(mode="json"), sort_keys=True),
+            "n_prompts": n, "grader": entry.grader, "max_tokens": entry.max_tokens, "seed": entry.seed,
+            "chat_template": entry.chat_template, "description": entry.description,
+        })
+    return pl.DataFrame(rows)
+
+
+EXIT_ACCURACY_SCHEMA = {
+    "model_id": pl.String, "workload_id": pl.String, "policy": pl.String, "exit_layer": pl.Int32,
+    "accuracy": pl.Float64, "skip_ratio": pl.Float64, "n_items": pl.Int64,
+}
+
+
+def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings()) -> pl.DataFrame:
+    """Compute EAS from every layer_similarity partition and publish the results store."""
+    models, workloads = registries(ws)
+    similarity = _concat_partitions(ws, LAYER_SIMILARITY)
+    if similarity.is_empty():
+        raise MissingUpstreamError("no layer_similarity partitions yet: materialise layer_similarity first")
+    scores = compute_eas(similarity, models.reference_model, settings)
+    prompt_files = sorted((ws.artifacts_dir / "prompts").glob("*.parquet"))
+    prompts = pl.concat([pl.read_parquet(f) for f in prompt_files], how="diagonal_relaxed") if prompt_files else pl.DataFrame()
+    accuracy_files = sorted((ws.artifacts_dir / "exit_accuracy").glob("*.parquet"))
+    exit_accuracy = (
+        pl.concat([pl.read_parquet(f) for f in accuracy_files], how="diagonal_relaxed")
+        if accuracy_files else pl.DataFrame(schema=EXIT_ACCURACY_SCHEMA)
+    )
+    token_glob = ws.artifacts_dir / TOKEN_STATS / "*.parquet"
+    store.publish(
+        ws.results_db,
+        {
+            "models": _models_table(ws, models),
+            "workloads": _workloads_table(ws, workloads),
+            "prompts": prompts,
+            "layer_similarity": similarity,
+            "oracle_exits": _concat_partitions(ws, ORACLE_EXITS),
+            "eas_scores": scores,
+            "exit_accuracy": exit_accuracy,
+        },
+        token_stats_glob=str(token_glob.relative_to(ws.root)) if any(token_glob.parent.glob("*.parquet")) else None,
+    )
+    return scores
+
+
+def eas_table(scores: pl.DataFrame, alpha: float = 0.5) -> pl.DataFrame:
+    """EAS at one alpha, one row per model × workload, one column per metric."""
+    return (
+        scores.filter(pl.col("alpha") == alpha)
+        .pivot(on="metric", index=["model_id", "workload_id"], values="eas")
+        .join(
+            scores.filter((pl.col("alpha") == alpha) & (pl.col("metric") == "logit_cos"))
+            .select("model_id", "workload_id", "eas_ideal", "eas_relative", "n_tokens"),
+            on=["model_id", "workload_id"], how="left",
+        )
+        .sort(["model_id", "workload_id"])
+    )

@@ -1,0 +1,81 @@
+"""The results store: one DuckDB file, one table per asset, SQL-queryable.
+
+Partitions write Parquet; only the step that owns the store writes this file. Every
+publish replaces whole tables inside one transaction, so a reader sees either the old
+results or the new ones, never a mix, and rerunning is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+# Contract tables of SPEC §2 with their key columns.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "models": ("model_id",),
+    "workloads": ("workload_id",),
+    "prompts": ("workload_id", "prompt_id"),
+    "layer_similarity": ("model_id", "workload_id", "layer"),
+    "oracle_exits": ("model_id", "workload_id", "criterion"),
+    "eas_scores": ("model_id", "workload_id", "metric", "alpha"),
+    "exit_accuracy": ("model_id", "workload_id", "policy", "exit_layer"),
+}
+TOKEN_STATS_VIEW = "token_layer_stats"
+
+
+def _check_keys(name: str, frame: pl.DataFrame) -> None:
+    keys = TABLE_KEYS.get(name)
+    if keys is None or frame.is_empty():
+        return
+    missing = [k for k in keys if k not in frame.columns]
+    if missing:
+        raise ValueError(f"table {name!r} needs key columns {missing}")
+    dupes = frame.group_by(list(keys)).len().filter(pl.col("len") > 1)
+    if dupes.height:
+        raise ValueError(f"table {name!r} has duplicate keys, e.g. {dupes.row(0)}")
+
+
+def publish(db_path: Path, tables: Mapping[str, pl.DataFrame], *, token_stats_glob: str | None = None) -> None:
+    """Replace `tables` (and the token stats view) in one transaction."""
+    for name, frame in tables.items():
+        _check_keys(name, frame)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for name, frame in tables.items():
+            con.register("_incoming", frame.to_arrow())
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
+            con.unregister("_incoming")
+        if token_stats_glob is not None:
+            # relative to the working directory: query the store from the project root
+            con.execute(
+                f"CREATE OR REPLACE VIEW {TOKEN_STATS_VIEW} AS "
+                f"SELECT * FROM read_parquet('{token_stats_glob}', union_by_name = true)"
+            )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+
+
+def read_table(db_path: Path, name: str) -> pl.DataFrame:
+    """A whole table as a Polars frame (read-only connection)."""
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return pl.from_arrow(con.sql(f'SELECT * FROM "{name}"').to_arrow_table())
+    finally:
+        con.close()
+
+
+def query(db_path: Path, sql: str) -> pl.DataFrame:
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return pl.from_arrow(con.sql(sql).to_arrow_table())
+    finally:
+        con.close()

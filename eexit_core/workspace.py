@@ -1,0 +1,70 @@
+"""Where everything lives on disk, relative to one project root."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _default_root() -> Path:
+    env = os.environ.get("EEXIT_ROOT")
+    if env:
+        return Path(env).resolve()
+    # the repository root: the folder above this package, if it has our data folder
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "data" / "registry").is_dir() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def default(cls) -> "Workspace":
+        return cls(_default_root())
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def models_registry(self) -> Path:
+        return self.data / "registry" / "models.yaml"
+
+    @property
+    def workloads_registry(self) -> Path:
+        return self.data / "registry" / "workloads.yaml"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data / "cache"
+
+    @property
+    def sdist_dir(self) -> Path:
+        return self.cache_dir / "sdists"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data / "artifacts"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data / "reports"
+
+    @property
+    def results_db(self) -> Path:
+        return self.data / "results.duckdb"
+
+    def prompts_path(self, workload_id: str) -> Path:
+        return self.artifacts_dir / "prompts" / f"{workload_id}.parquet"
+
+    def checkpoint_record(self, model_id: str) -> Path:
+        return self.artifacts_dir / "checkpoints" / f"{model_id}.json"
+
+    def partition_path(self, asset: str, model_id: str, workload_id: str) -> Path:
+        return self.artifacts_dir / asset / f"{model_id}__{workload_id}.parquet"

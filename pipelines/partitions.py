@@ -1,0 +1,63 @@
+"""Partitions: models × workloads, chosen from the registries at load time.
+
+Local runs (the default) take the embedded models, which need no network; a cluster
+deployment takes every registered model. `EEXIT_MODELS` / `EEXIT_WORKLOADS` (comma
+separated ids) override either choice.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from eexit_core.stages import registries
+from eexit_core.workspace import Workspace
+
+
+def deployment() -> str:
+    value = os.environ.get("EEXIT_DEPLOYMENT", "local")
+    if value not in ("local", "cluster"):
+        raise ValueError(f"EEXIT_DEPLOYMENT must be 'local' or 'cluster', got {value!r}")
+    return value
+
+
+def _override(variable: str, known: list[str]) -> list[str] | None:
+    raw = os.environ.get(variable)
+    if not raw:
+        return None
+    chosen = [x.strip() for x in raw.split(",") if x.strip()]
+    unknown = [x for x in chosen if x not in known]
+    if unknown:
+        raise ValueError(f"{variable} names unknown ids {unknown}; registered: {', '.join(known)}")
+    return chosen
+
+
+def selected_model_ids(ws: Workspace) -> list[str]:
+    models, _ = registries(ws)
+    known = [m.model_id for m in models.models]
+    chosen = _override("EEXIT_MODELS", known)
+    if chosen is not None:
+        return chosen
+    if deployment() == "cluster":
+        return known
+    return [m.model_id for m in models.models if m.embedded]
+
+
+def selected_workload_ids(ws: Workspace) -> list[str]:
+    _, workloads = registries(ws)
+    known = [w.workload_id for w in workloads.workloads]
+    return _override("EEXIT_WORKLOADS", known) or known
+
+
+_WS = Workspace.default()
+model_partitions = dg.StaticPartitionsDefinition(selected_model_ids(_WS))
+workload_partitions = dg.StaticPartitionsDefinition(selected_workload_ids(_WS))
+model_workload_partitions = dg.MultiPartitionsDefinition(
+    {"model": model_partitions, "workload": workload_partitions}
+)
+
+
+def model_workload_key(model_id: str, workload_id: str) -> str:
+    """The partition key string Dagster uses for a model × workload pair."""
+    return str(dg.MultiPartitionKey({"model": model_id, "workload": workload_id}))

@@ -1,0 +1,170 @@
+"""Materialise the DAG on the selected models × workloads, then print the EAS table.
+
+    python -m pipelines.run                    # everything (what `make run` calls)
+    python -m pipelines.run --stage stats      # one stage (what each `dvc.yaml` stage calls)
+    python -m pipelines.run --force            # recompute token stats even where fresh
+
+Stages: prompts (workload_prompts), checkpoints (model_checkpoints), stats
+(token_layer_stats), results (layer_similarity, oracle_exits, eas_scores, factor_report).
+
+Each partition runs as a Dagster run in the instance under $DAGSTER_HOME (default
+`.dagster/`), so `dagster dev` shows the history. A failing partition (an unavailable
+model, a bad prompt) is reported and skipped; the rest complete. Token stats that are
+fresh (same checkpoint, prompts and lens code) are not recomputed, so a rerun after an
+interruption finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from eexit_core.workspace import Workspace
+
+STAGES = ("prompts", "checkpoints", "stats", "results")
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _instance(ws: Workspace):
+    import dagster as dg
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(ws.root / ".dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def _first_error(result) -> str:
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
+        if error is not None:
+            while error.cause is not None:
+                error = error.cause
+            return error.message.strip().splitlines()[-1] if error.message.strip() else error.cls_name
+    return "failed (see the Dagster run log)"
+
+
+class Runner:
+    """Launches one in-process Dagster run per partition and keeps a tally."""
+
+    def __init__(self, ws: Workspace):
+        import dagster as dg
+
+        from pipelines import definitions
+
+        self.ws = ws
+        self.instance = _instance(ws)
+        self.assets = [*dg.load_assets_from_modules(definitions._MODULES), *dg.load_asset_checks_from_modules(definitions._MODULES)]
+        self.resources = definitions.defs.resources
+        self.problems: list[str] = []
+
+    def run(self, selection: list[str], partition_key: str | None, label: str) -> bool:
+        import dagster as dg
+
+        started = time.perf_counter()
+        result = dg.materialize(
+            self.assets, selection=selection, partition_key=partition_key, instance=self.instance,
+            resources=self.resources, raise_on_error=False, run_config=_QUIET,
+        )
+        status = "ok" if result.success else "FAILED"
+        print(f"  {label:<58} {status:>6} {time.perf_counter() - started:7.1f}s", flush=True)
+        if not result.success:
+            self.problems.append(f"{label}: {_first_error(result)}")
+        return result.success
+
+
+def _available_models(ws: Workspace, model_ids: list[str]) -> list[str]:
+    available = []
+    for model_id in model_ids:
+        record = ws.checkpoint_record(model_id)
+        if record.is_file() and json.loads(record.read_text()).get("available"):
+            available.append(model_id)
+    return available
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
+    parser.add_argument("--force", action="store_true", help="recompute fresh token stats too")
+    args = parser.parse_args(argv)
+    stages_to_run = STAGES if args.stage == "all" else (args.stage,)
+
+    from transformers.utils import logging as hf_logging
+
+    from eexit_core import stages
+    from pipelines.partitions import model_partitions, model_workload_key, workload_partitions
+
+    hf_logging.disable_progress_bar()
+    ws = Workspace.default()
+    os.chdir(ws.root)  # the results store's token stats view is relative to the root
+    runner = Runner(ws)
+    started = time.perf_counter()
+    workloads = workload_partitions.get_partition_keys()
+    models = model_partitions.get_partition_keys()
+    settings = runner.resources["eexit"].lens_settings()
+
+    if "prompts" in stages_to_run:
+        print("workload_prompts", flush=True)
+        workloads = [w for w in workloads if runner.run(["workload_prompts"], w, w)]
+    if "checkpoints" in stages_to_run:
+        print("model_checkpoints", flush=True)
+        models = [m for m in models if runner.run(["model_checkpoints"], m, m)]
+    else:
+        models = _available_models(ws, models)
+    workloads = [w for w in workloads if ws.prompts_path(w).is_file()]
+
+    per_partition = []
+    if "stats" in stages_to_run:
+        per_partition.append("token_layer_stats")
+    if "results" in stages_to_run:
+        per_partition += ["layer_similarity", "oracle_exits"]
+    if per_partition:
+        print(" → ".join(per_partition), flush=True)
+    for model_id in models if per_partition else []:
+        for workload_id in workloads:
+            selection, note = list(per_partition), ""
+            if "token_layer_stats" in selection and not args.force and stages.token_stats_fresh(ws, model_id, workload_id, settings):
+                selection.remove("token_layer_stats")
+                note = " (stats fresh)"
+            if not selection:
+                print(f"  {model_id} × {workload_id}{note}", flush=True)
+                continue
+            if "token_layer_stats" not in selection and not ws.partition_path(stages.TOKEN_STATS, model_id, workload_id).is_file():
+                continue
+            runner.run(selection, model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}{note}")
+
+    ok = True
+    if "results" in stages_to_run:
+        print("eas_scores → factor_report", flush=True)
+        ok = runner.run(["eas_scores", "factor_report"], None, "results store and report")
+        if ok:
+            _print_scores(ws)
+    if runner.problems:
+        print("\nskipped or failed:", file=sys.stderr)
+        for line in runner.problems:
+            print(f"  - {line}", file=sys.stderr)
+    print(f"\ntotal {time.perf_counter() - started:.0f}s")
+    return 0 if ok else 1
+
+
+def _print_scores(ws: Workspace) -> None:
+    import polars as pl
+
+    from eexit_core import stages, store
+
+    table = stages.eas_table(store.read_table(ws.results_db, "eas_scores"))
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, float_precision=3, tbl_hide_dataframe_shape=True):
+        print("\nEAS at α = 0.5 under each similarity metric (logit_cos is the default)\n")
+        print(table)
+    print(f"\nresults: {ws.results_db.relative_to(ws.root)} (try: duckdb {ws.results_db.relative_to(ws.root)} \"select * from eas_scores\")")
+    print(f"report:  {(ws.reports_dir / 'factor_report.md').relative_to(ws.root)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

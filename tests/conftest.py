@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny random-initialised models and a tokenizer built locally (no hub)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORDS = (
+    "the a an of to in and is was it he she they we you i that this with for on as be at by "
+    "from or not but what all were when there can if which do will one about out up so them "
+    "def return print x y n if else for while import class self true false none list int str "
+    "question answer yes no q number sum total how many more than less times each every "
+    "king queen lord lady thou thee thy art hath doth shall love night day sea ship storm"
+).split()
+
+
+def build_tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over a fixed vocabulary; unknown words map to <unk>."""
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3}
+    for word in WORDS:
+        vocab.setdefault(word, len(vocab))
+    for ch in ".,?!:;()=+-*'\"0123456789":
+        vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    if bos:
+        core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return build_tokenizer()
+
+
+def sharpen(model: torch.nn.Module, scale: float = 4.0) -> torch.nn.Module:
+    """Random init gives near-uniform next-token distributions; scale the head so tops differ."""
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(scale)
+    return model
+
+
+def tiny_llama(vocab_size: int, *, layers: int = 4, tied: bool = True, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        tie_word_embeddings=tied, initializer_range=0.2, bos_token_id=2, eos_token_id=3, pad_token_id=0,
+    )
+    return sharpen(LlamaForCausalLM(config).eval())
+
+
+def tiny_gemma3(vocab_size: int, *, layers: int = 3, softcap: float | None = 5.0, seed: int = 0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+        final_logit_softcapping=softcap, initializer_range=0.2, sliding_window=16,
+        bos_token_id=2, eos_token_id=3, pad_token_id=0,
+    )
+    return sharpen(Gemma3ForCausalLM(config).eval())
+
+
+@pytest.fixture(scope="session")
+def llama(tokenizer):
+    return tiny_llama(len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def gemma(tokenizer):
+    return tiny_gemma3(len(tokenizer))
+
+
+TEXTS = [
+    "the king was at sea and the ship was in a storm .",
+    "def sum ( x , y ) : return x + y",
+    "question : how many ships ? answer : 3",
+    "thou art love",
+]

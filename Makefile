@@ -3,6 +3,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.eexit-setup-stamp
 export DAGSTER_HOME := $(CURDIR)/.dagster
+export DAGSTER_MODULE_NAME := pipelines.definitions
 
 .PHONY: setup run test test-fast bench ui clean-results
 

@@ -42,6 +42,24 @@ class ExitHead:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return logits
 
+    def logits_into(self, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`E(hidden)` written into a reusable float32 buffer `out` [N, V].
+
+        Reusing one buffer matters: a fresh vocabulary-sized tensor per layer is
+        re-mapped and paged in by the allocator every time.
+        """
+        head = self.lm_head
+        if isinstance(head, nn.Linear):
+            normed = self.normed(hidden).to(torch.float32)
+            torch.matmul(normed, head.weight.to(torch.float32).t(), out=out)
+            if head.bias is not None:
+                out.add_(head.bias.to(torch.float32))
+            if self.logit_softcap:
+                out.div_(self.logit_softcap).tanh_().mul_(self.logit_softcap)
+        else:
+            out.copy_(self.logits(hidden))
+        return out
+
 
 Adapter = Callable[[nn.Module], ExitHead]
 

@@ -126,63 +126,75 @@ def capture_residuals(
     return [h for h in captured if h is not None], out.logits
 
 
-def _cos(a: torch.Tensor, b: torch.Tensor, b_norm: torch.Tensor) -> torch.Tensor:
-    dot = torch.linalg.vecdot(a, b)
-    return dot / (torch.linalg.vector_norm(a, dim=-1) * b_norm).clamp_min(1e-30)
-
-
-def _layer_stats(
-    z: torch.Tensor,
-    final: dict[str, torch.Tensor],
-    hidden: torch.Tensor,
-    top_k: int,
-) -> dict[str, torch.Tensor]:
-    """Stats of one layer's logits `z` [C, V] against the final layer, all float32."""
-    top_vals, top_ids = torch.topk(z, max(top_k, 2), dim=-1)
-    top_ids = top_ids[:, :top_k]
-    # Shift by the max so exp cannot overflow and the sums below stay well conditioned.
-    shifted = z - top_vals[:, :1]
-    probs = torch.exp(shifted)
-    total = probs.sum(dim=-1)
-    probs /= total[:, None]
-    lse = torch.log(total)  # logsumexp of the shifted logits
-    # KL(p_L || p_l) = sum p_L log p_L - sum p_L (z - lse), as sum p_L = 1.
-    kl = final["neg_entropy"] - (torch.linalg.vecdot(final["probs"], shifted) - lse)
-    entropy = lse - torch.linalg.vecdot(probs, shifted)
-    overlap = (top_ids[:, :, None] == final["top_ids"][:, None, :]).any(-1).sum(-1)
-    centred_norm = torch.sqrt(torch.var(z, dim=-1, correction=0) * z.shape[-1])
-    # z_L is already centred, so z · (z_L - mean) equals the centred dot product.
-    centred_dot = torch.linalg.vecdot(z, final["centred"])
-    max_prob = 1.0 / total  # exp(max - max) / sum
-    margin = max_prob - torch.exp(top_vals[:, 1] - top_vals[:, 0]) / total
-    return {
-        "top1_match": (top_ids[:, 0] == final["top_ids"][:, 0]).to(torch.float32),
-        "topk_overlap": overlap.to(torch.float32) / top_k,
-        "kl_to_final": kl.clamp_min(0.0),
-        "logit_cos": centred_dot / (centred_norm * final["centred_norm"]).clamp_min(1e-30),
-        "logit_cos_raw": _cos(z, final["logits"], final["norm"]),
-        "hidden_cos": _cos(hidden, final["hidden"], final["hidden_norm"]),
-        "entropy": entropy,
-        "max_prob": max_prob,
-        "margin": margin,
-    }
-
-
 def _final_layer(z_final: torch.Tensor, h_final: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    """What every layer of a chunk is compared with: computed once per chunk."""
     log_probs = torch.log_softmax(z_final, dim=-1)
     probs = torch.exp(log_probs)
-    centred = z_final - z_final.mean(dim=-1, keepdim=True)
+    mean = z_final.mean(dim=-1)
+    centred = z_final - mean[:, None]
     return {
         "logits": z_final,
-        "norm": torch.linalg.vector_norm(z_final, dim=-1),
+        "mean": mean,
         "probs": probs,
-        "neg_entropy": torch.linalg.vecdot(probs, log_probs),
+        "neg_entropy": (probs * log_probs).sum(dim=-1),
         "top_ids": torch.topk(z_final, top_k, dim=-1).indices,
         "centred": centred,
         "centred_norm": torch.linalg.vector_norm(centred, dim=-1),
         "hidden": h_final,
         "hidden_norm": torch.linalg.vector_norm(h_final, dim=-1),
     }
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product through a reusable buffer (vecdot allocates a V-sized temporary)."""
+    return torch.mul(a, b, out=scratch).sum(dim=-1)
+
+
+def _layer_stats(
+    z: torch.Tensor, scratch: torch.Tensor, final: dict[str, torch.Tensor], hidden: torch.Tensor, top_k: int
+) -> torch.Tensor:
+    """Stats [C, S] of one layer's logits `z` [C, V] against the final layer.
+
+    Works in place: `z` is centred, then shifted by its max, and `scratch` holds the
+    products; no vocabulary-sized tensor is allocated.
+    """
+    vocab = z.shape[-1]
+    top_vals, top_ids = torch.topk(z, max(top_k, 2), dim=-1)
+    top_ids = top_ids[:, :top_k]
+    mean = z.sum(dim=-1) / vocab
+    z.sub_(mean[:, None])  # z is now centred
+    centred_sq = torch.linalg.vector_norm(z, dim=-1).square()
+    centred_dot = _rowdot(z, final["centred"], scratch)
+    # raw (uncentred) quantities follow exactly from the centred ones and the means
+    raw_dot = centred_dot + vocab * mean * final["mean"]
+    raw_norm = torch.sqrt(centred_sq + vocab * mean.square())
+    final_raw_norm = torch.sqrt(final["centred_norm"].square() + vocab * final["mean"].square())
+    z.sub_((top_vals[:, :1] - mean[:, None]))  # z is now shifted: max 0, so exp cannot overflow
+    final_dot_shifted = _rowdot(z, final["probs"], scratch)
+    total = torch.exp(z, out=scratch).sum(dim=-1)
+    weighted = scratch.mul_(z).sum(dim=-1)
+    lse = torch.log(total)  # logsumexp of the shifted logits
+    # KL(p_L || p_l) = sum p_L log p_L - sum p_L (z - lse), as sum p_L = 1
+    kl = final["neg_entropy"] - (final_dot_shifted - lse)
+    entropy = lse - weighted / total
+    max_prob = 1.0 / total
+    margin = max_prob - torch.exp(top_vals[:, 1] - top_vals[:, 0]) / total
+    overlap = (top_ids[:, :, None] == final["top_ids"][:, None, :]).any(-1).sum(-1)
+    hidden_cos = torch.linalg.vecdot(hidden, final["hidden"]) / (
+        torch.linalg.vector_norm(hidden, dim=-1) * final["hidden_norm"]
+    ).clamp_min(1e-30)
+    columns = {
+        "top1_match": (top_ids[:, 0] == final["top_ids"][:, 0]).to(torch.float32),
+        "topk_overlap": overlap.to(torch.float32) / top_k,
+        "kl_to_final": kl.clamp_min(0.0),
+        "logit_cos": centred_dot / (torch.sqrt(centred_sq) * final["centred_norm"]).clamp_min(1e-30),
+        "logit_cos_raw": raw_dot / (raw_norm * final_raw_norm).clamp_min(1e-30),
+        "hidden_cos": hidden_cos,
+        "entropy": entropy,
+        "max_prob": max_prob,
+        "margin": margin,
+    }
+    return torch.stack([columns[name] for name in STAT_COLUMNS], dim=-1)
 
 
 def stats_for_tokens(
@@ -194,26 +206,31 @@ def stats_for_tokens(
 ) -> torch.Tensor:
     """All stats for N tokens: `residuals` [L, N, d], `final_logits` [N, V] -> [L, N, S].
 
-    Streams over token chunks so at most one chunk's `C × V` logits are alive at once.
+    Streams over token chunks; two `C × V` float32 buffers are reused for every layer
+    and chunk, so memory stays bounded whatever L, N or V.
     """
     n_layers, n_tokens, _ = residuals.shape
     vocab = final_logits.shape[-1]
     if top_k > vocab:
         raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab}")
-    chunk = max(1, _CHUNK_FLOATS // vocab)
+    chunk = max(1, min(n_tokens, _CHUNK_FLOATS // vocab))
+    device = final_logits.device
+    logits_buf = torch.empty((chunk, vocab), dtype=torch.float32, device=device)
+    scratch_buf = torch.empty_like(logits_buf)
     out = torch.empty((n_layers, n_tokens, len(STAT_COLUMNS)), dtype=torch.float32)
     with torch.inference_mode():
         for start in range(0, n_tokens, chunk):
             stop = min(start + chunk, n_tokens)
-            h_final = residuals[-1, start:stop].float()
-            final = _final_layer(final_logits[start:stop].float(), h_final, top_k)
+            size = stop - start
+            z, scratch = logits_buf[:size], scratch_buf[:size]
+            final = _final_layer(final_logits[start:stop].float(), residuals[-1, start:stop].float(), top_k)
             for layer in range(n_layers):
                 h = residuals[layer, start:stop]
-                z = final["logits"] if layer == n_layers - 1 else head.logits(h).float()
-                stats = _layer_stats(z, final, h.float(), top_k)
-                out[layer, start:stop] = torch.stack(
-                    [stats[name] for name in STAT_COLUMNS], dim=-1
-                ).cpu()
+                if layer == n_layers - 1:
+                    z.copy_(final["logits"])
+                else:
+                    head.logits_into(h, z)
+                out[layer, start:stop] = _layer_stats(z, scratch, final, h.float(), top_k).cpu()
     return out
 
 

@@ -51,7 +51,8 @@ def plot_similarity_curves(similarity: pl.DataFrame, target: Path) -> Path:
         ax.set_ylabel("similarity to final layer S_l")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.08))
     return _save(fig, target)
 
 

@@ -151,6 +151,7 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
         "model_checksum": checkpoint.checksum,
         "workload_checksum": read_parquet_metadata(prompts_path).get("checksum"),
         "seed": workload.seed,
+        "max_tokens": workload.max_tokens,
         "top_k": settings.top_k,
         "code_version": code_version(),
         "libraries": library_versions(),
@@ -166,8 +167,9 @@ def lens_version() -> str:
     return sha256_text(*(Path(m.__file__).read_text() for m in (lens, adapters)))[:16]
 
 
-def token_stats_fresh(ws: Workspace, model_id: str, workload_id: str, settings: LensSettings) -> bool:
+def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: LensSettings) -> bool:
     """True when the stored stats were made from the current checkpoint, prompts and code."""
+    workload_id = workload.workload_id
     path = ws.partition_path(TOKEN_STATS, model_id, workload_id)
     record = ws.checkpoint_record(model_id)
     prompts = ws.prompts_path(workload_id)
@@ -179,6 +181,7 @@ def token_stats_fresh(ws: Workspace, model_id: str, workload_id: str, settings: 
         and meta.get("model_checksum") == json.loads(record.read_text()).get("checksum")
         and meta.get("workload_checksum") == read_parquet_metadata(prompts).get("checksum")
         and meta.get("top_k") == settings.top_k
+        and meta.get("max_tokens") == workload.max_tokens
     )
 
 

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     workloads = workload_partitions.get_partition_keys()
     models = model_partitions.get_partition_keys()
     settings = runner.resources["eexit"].lens_settings()
+    _, workload_registry = stages.registries(ws)
 
     if "prompts" in stages_to_run:
         print("workload_prompts", flush=True)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for model_id in models if per_partition else []:
         for workload_id in workloads:
             selection, note = list(per_partition), ""
-            if "token_layer_stats" in selection and not args.force and stages.token_stats_fresh(ws, model_id, workload_id, settings):
+            if "token_layer_stats" in selection and not args.force and stages.token_stats_fresh(ws, model_id, workload_registry.get(workload_id), settings):
                 selection.remove("token_layer_stats")
                 note = " (stats fresh)"
             if not selection:

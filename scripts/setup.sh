@@ -59,10 +59,18 @@ if [ ! -x "$VENV/tools/dvc/bin/dvc" ]; then
 fi
 ln -sf "$(pwd)/$VENV/tools/dvc/bin/dvc" "$VENV/bin/dvc"
 
-log "installing the DuckDB command-line client"
-$PIP install --quiet "duckdb-cli>=1.3"
 
 mkdir -p .dagster
 [ -f .dagster/dagster.yaml ] || printf 'telemetry:\n  enabled: false\n' > .dagster/dagster.yaml
+
+# After `source .venv/bin/activate`, the dagster CLI finds this project's runs and code
+# location with no flags (`dagster asset materialize --select eas_scores`).
+if ! grep -q "# eexit environment" "$VENV/bin/activate"; then
+  cat >> "$VENV/bin/activate" <<ACTIVATE
+# eexit environment
+export DAGSTER_HOME="$(pwd)/.dagster"
+export DAGSTER_MODULE_NAME=pipelines.definitions
+ACTIVATE
+fi
 
 log "set-up complete"

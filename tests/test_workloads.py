@@ -78,7 +78,8 @@ def test_registry_has_one_workload_per_domain(registry):
     assert by_id["strategyqa"].grader == "multiple_choice_loglik"
     assert by_id["natural-instructions"].chat_template is True
     assert by_id["natural-instructions"].source.subtasks
-    assert all(w.n_prompts == 6 and w.max_tokens == 128 for w in registry.workloads)
+    # the defaults are a CPU budget: every workload caps its prompt count and length
+    assert all(w.n_prompts <= 16 and w.max_tokens is not None and w.max_tokens <= 512 for w in registry.workloads)
 
 
 # --- every workload --------------------------------------------------------------------

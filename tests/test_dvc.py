@@ -1,0 +1,88 @@
+"""DVC in a temporary clone: `dvc repro` builds the artifacts, `dvc push` stores them in a
+local remote, a second clone gets them back with `dvc pull`, and a repeated `dvc repro`
+has nothing to do.
+
+Slow: one embedded model on one workload, twice over (still run in CI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+DVC = REPO / ".venv" / "bin" / "dvc"
+
+
+def _sh(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return result.stdout
+
+
+def _clone(source: Path, target: Path, env: dict[str, str]) -> Path:
+    _sh(["git", "clone", "--quiet", str(source), str(target)], cwd=source.parent, env=env)
+    # the clone shares the set-up: the virtualenv and the downloaded workload sdists
+    (target / ".venv").symlink_to(REPO / ".venv")
+    (target / "data" / "cache").mkdir(parents=True)
+    (target / "data" / "cache" / "sdists").symlink_to(REPO / "data" / "cache" / "sdists")
+    return target
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture()
+def source_repo(tmp_path) -> Path:
+    """A git repository holding exactly the committed project plus this checkout's changes."""
+    if not DVC.exists():
+        pytest.skip("DVC is not installed: run `make setup`")
+    src = tmp_path / "origin"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", "data", ".dagster", ".git", "__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info"))
+    shutil.copytree(REPO / "data" / "registry", src / "data" / "registry")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    _sh(["git", "init", "--quiet"], src, env)
+    _sh(["git", "add", "-A"], src, env)
+    _sh(["git", "commit", "--quiet", "-m", "snapshot"], src, env)
+    return src
+
+
+def test_repro_push_pull_in_temporary_clones(source_repo, tmp_path):
+    remote = tmp_path / "remote"
+    base_env = {
+        **os.environ, "EEXIT_MODELS": "smollm2-135m-instruct", "EEXIT_WORKLOADS": "strategyqa",
+        "DAGSTER_HOME": str(tmp_path / "dagster"), "DVC_NO_ANALYTICS": "1",
+    }
+    first = _clone(source_repo, tmp_path / "first", base_env)
+    env = {**base_env, "EEXIT_ROOT": str(first)}
+    _sh([str(DVC), "remote", "modify", "--local", "local", "url", str(remote)], first, env)
+    out = _sh([str(DVC), "repro"], first, env)
+    assert "Running stage 'token_layer_stats'" in out
+    assert (first / "data" / "results.duckdb").is_file()
+    models = _digest(first / "data" / "models")
+    stats = _digest(first / "data" / "artifacts" / "token_layer_stats")
+    assert any(name.endswith(".safetensors") for name in models)
+    assert "Data and pipelines are up to date" in _sh([str(DVC), "status"], first, env)
+    assert "didn't change, skipping" in _sh([str(DVC), "repro"], first, env)
+    _sh([str(DVC), "push"], first, env)
+
+    second = _clone(source_repo, tmp_path / "second", base_env)
+    shutil.copy(first / "dvc.lock", second / "dvc.lock")  # what a researcher commits
+    env2 = {**base_env, "EEXIT_ROOT": str(second)}
+    _sh([str(DVC), "remote", "modify", "--local", "local", "url", str(remote)], second, env2)
+    _sh([str(DVC), "pull"], second, env2)
+    assert _digest(second / "data" / "models") == models
+    assert _digest(second / "data" / "artifacts" / "token_layer_stats") == stats
+    assert "didn't change, skipping" in _sh([str(DVC), "repro", "token_layer_stats"], second, env2)

@@ -8,24 +8,29 @@ The public API (names are a contract):
     register_adapter(architecture, adapter) / ExitHead: teach eexit a new model class
 
 No Dagster import here: everything works from a notebook on a model you already loaded.
+Names load on first use, so importing one part does not pull in the rest.
 """
 
-from eexit_core.adapters import ExitHead, UnknownArchitectureError, register_adapter, resolve_exit_head
-from eexit_core.eas import eas, eas_ideal
-from eexit_core.lens import STAT_COLUMNS, token_layer_stats
-from eexit_core.oracle import oracle_exit_layers
-from eexit_core.similarity import layer_means, similarity_curve
+from importlib import import_module
 
-__all__ = [
-    "ExitHead",
-    "STAT_COLUMNS",
-    "UnknownArchitectureError",
-    "eas",
-    "eas_ideal",
-    "layer_means",
-    "oracle_exit_layers",
-    "register_adapter",
-    "resolve_exit_head",
-    "similarity_curve",
-    "token_layer_stats",
-]
+_EXPORTS = {
+    "ExitHead": "eexit_core.adapters",
+    "UnknownArchitectureError": "eexit_core.adapters",
+    "register_adapter": "eexit_core.adapters",
+    "resolve_exit_head": "eexit_core.adapters",
+    "eas": "eexit_core.eas",
+    "eas_ideal": "eexit_core.eas",
+    "STAT_COLUMNS": "eexit_core.lens",
+    "token_layer_stats": "eexit_core.lens",
+    "oracle_exit_layers": "eexit_core.oracle",
+    "layer_means": "eexit_core.similarity",
+    "similarity_curve": "eexit_core.similarity",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'eexit_core' has no attribute {name!r}")

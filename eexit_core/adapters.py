@@ -50,8 +50,13 @@ class ExitHead:
         """
         head = self.lm_head
         if isinstance(head, nn.Linear):
-            normed = self.normed(hidden).to(torch.float32)
-            torch.matmul(normed, head.weight.to(torch.float32).t(), out=out)
+            weight = head.weight
+            normed = self.normed(hidden).to(weight.dtype)
+            if weight.dtype == torch.float32:
+                torch.matmul(normed, weight.t(), out=out)
+            else:
+                # half-precision weights: multiply in their dtype, accumulate and keep fp32
+                _half_matmul_into(normed, weight, out)
             if head.bias is not None:
                 out.add_(head.bias.to(torch.float32))
             if self.logit_softcap:
@@ -59,6 +64,14 @@ class ExitHead:
         else:
             out.copy_(self.logits(hidden))
         return out
+
+
+def _half_matmul_into(normed: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> None:
+    """out = normed @ weightᵀ with fp32 output, without an fp32 copy of the weight."""
+    try:
+        out.copy_(torch.mm(normed, weight.t(), out_dtype=torch.float32))
+    except (TypeError, RuntimeError, NotImplementedError):
+        out.copy_(normed @ weight.t())
 
 
 Adapter = Callable[[nn.Module], ExitHead]

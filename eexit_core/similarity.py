@@ -21,15 +21,17 @@ DEFAULT_METRIC = "logit_cos"
 def layer_means(token_stats: pl.DataFrame | pl.LazyFrame, n_layers: int) -> pl.DataFrame:
     """Per layer: the mean of every stat over tokens, `n_tokens` and `depth_frac = l/L`.
 
-    Non-finite values are left out of the means and counted in `n_nonfinite`.
+    Non-finite values are left out of the means and counted in `n_nonfinite`. Only the
+    stats present in `token_stats` are averaged (a d-space run has the cosines only).
     """
     lazy = token_stats.lazy() if isinstance(token_stats, pl.DataFrame) else token_stats
+    present = [c for c in STAT_COLUMNS if c in lazy.collect_schema().names()]
     means = [
         pl.col(c).cast(pl.Float64).filter(pl.col(c).cast(pl.Float64).is_finite()).mean().alias(c)
-        for c in STAT_COLUMNS
+        for c in present
     ]
     nonfinite = pl.sum_horizontal(
-        [~pl.col(c).cast(pl.Float64).is_finite() for c in STAT_COLUMNS if c != "top1_match"]
+        [~pl.col(c).cast(pl.Float64).is_finite() for c in present if c != "top1_match"]
     ).gt(0).sum().alias("n_nonfinite")
     return (
         lazy.group_by("layer")

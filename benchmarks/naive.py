@@ -1,0 +1,55 @@
+"""The naive lens: what a researcher writes by hand, kept as the benchmark's baseline.
+
+`output_hidden_states=True`, then for every layer a full-vocabulary fp32 logit lens with
+log-softmax over all tokens at once, KL to the final layer, top-1 / top-k agreement,
+cosines and confidence. Same definitions as eexit_core.lens (SPEC §1), none of its care.
+"""
+
+from __future__ import annotations
+
+import torch
+
+STATS = ("top1_match", "topk_overlap", "kl_to_final", "logit_cos", "logit_cos_raw",
+         "hidden_cos", "entropy", "max_prob", "margin")
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-30)
+
+
+@torch.inference_mode()
+def naive_stats(model, input_ids: torch.Tensor, norm, lm_head, last_block, *, top_k: int = 10, softcap=None) -> torch.Tensor:
+    """Stats [L, N, S] for every token of `input_ids` (no padding, no BOS handling)."""
+    captured = {}
+    hook = last_block.register_forward_hook(lambda _m, _i, o: captured.setdefault("h", o[0] if isinstance(o, tuple) else o))
+    try:
+        out = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+    finally:
+        hook.remove()
+    hidden = [h.flatten(0, 1) for h in out.hidden_states[1:-1]] + [captured["h"].flatten(0, 1)]
+    z_final = out.logits.flatten(0, 1).float()
+    logp_final = torch.log_softmax(z_final, dim=-1)
+    p_final = logp_final.exp()
+    top_final = torch.topk(z_final, top_k, dim=-1).indices
+    centred_final = z_final - z_final.mean(-1, keepdim=True)
+    rows = []
+    for h in hidden:
+        z = lm_head(norm(h)).float()
+        if softcap:
+            z = torch.tanh(z / softcap) * softcap
+        logp = torch.log_softmax(z, dim=-1)
+        p = logp.exp()
+        top = torch.topk(p, top_k, dim=-1)
+        overlap = (top.indices[:, :, None] == top_final[:, None, :]).any(-1).float().sum(-1) / top_k
+        rows.append(torch.stack([
+            (z.argmax(-1) == z_final.argmax(-1)).float(),
+            overlap,
+            (p_final * (logp_final - logp)).sum(-1),
+            _cos(z - z.mean(-1, keepdim=True), centred_final),
+            _cos(z, z_final),
+            _cos(h.float(), hidden[-1].float()),
+            -(p * logp).sum(-1),
+            top.values[:, 0],
+            top.values[:, 0] - top.values[:, 1],
+        ], dim=-1))
+    return torch.stack(rows)

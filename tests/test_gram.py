@@ -1,0 +1,53 @@
+"""The d-space lens equals the vocabulary-space lens, with and without a head bias."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eexit_core.adapters import ExitHead
+from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
+from eexit_core.lens import STAT_COLUMNS, stats_for_tokens, token_layer_stats
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_dspace_matches_vocabulary_space(bias):
+    torch.manual_seed(0)
+    d, vocab, layers, tokens = 16, 300, 5, 9
+    head = ExitHead([torch.nn.Identity()] * layers, torch.nn.LayerNorm(d), torch.nn.Linear(d, vocab, bias=bias))
+    with torch.no_grad():
+        head.lm_head.weight.mul_(3)
+        head.lm_head.weight.add_(0.5)  # a large shared component, as real heads have
+    residuals = torch.randn(layers, tokens, d) * 4
+    final_logits = head.logits(residuals[-1]).detach()
+    full = stats_for_tokens(head, residuals, final_logits)
+    fast = dspace_stats(head, gram_head(head), residuals)
+    for name in DSPACE_STATS:
+        diff = (full[..., STAT_COLUMNS.index(name)] - fast[name]).abs().max().item()
+        assert diff < 1e-5, (name, diff)
+
+
+def test_softcapped_heads_stay_in_vocabulary_space(gemma):
+    from eexit_core.adapters import resolve_exit_head
+
+    assert not supports_dspace(resolve_exit_head(gemma))
+
+
+def test_token_layer_stats_picks_dspace_for_cosines(llama, tokenizer, monkeypatch):
+    texts = ["the king was at sea", "def sum ( x , y ) : return x + y"]
+    full = token_layer_stats(llama, tokenizer, texts)
+    import eexit_core.lens as lens
+
+    def refuse(*_a, **_k):
+        raise AssertionError("vocabulary-space lens used for cosine-only stats")
+
+    monkeypatch.setattr(lens, "stats_for_tokens", refuse)
+    fast = token_layer_stats(llama, tokenizer, texts, stats=["logit_cos", "hidden_cos"])
+    assert fast.columns == ["sample", "position", "layer", "logit_cos", "hidden_cos"]
+    for name in ("logit_cos", "hidden_cos"):
+        assert (full[name] - fast[name]).abs().max() < 1e-5
+
+
+def test_unknown_stat_is_rejected(llama, tokenizer):
+    with pytest.raises(ValueError, match="unknown stats"):
+        token_layer_stats(llama, tokenizer, ["the"], stats=["vibes"])

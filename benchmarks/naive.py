@@ -34,7 +34,7 @@ def naive_stats(model, input_ids: torch.Tensor, norm, lm_head, last_block, *, to
     centred_final = z_final - z_final.mean(-1, keepdim=True)
     rows = []
     for h in hidden:
-        z = lm_head(norm(h)).float()
+        z = lm_head(norm(h).to(lm_head.weight.dtype)).float()
         if softcap:
             z = torch.tanh(z / softcap) * softcap
         logp = torch.log_softmax(z, dim=-1)

@@ -37,7 +37,11 @@ class ExitHead:
         return hidden if self.final_norm is None else self.final_norm(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(self.normed(hidden))
+        normed = self.normed(hidden)
+        weight = getattr(self.lm_head, "weight", None)
+        if weight is not None:  # e.g. Mamba keeps its residual stream in float32
+            normed = normed.to(weight.dtype)
+        logits = self.lm_head(normed)
         if self.logit_softcap:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return logits

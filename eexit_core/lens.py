@@ -102,13 +102,23 @@ def batches(
 
 def capture_residuals(
     model: nn.Module, head: ExitHead, batch: EncodedBatch
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Run the model once; return the residual stream after every block and its logits."""
-    captured: list[torch.Tensor | None] = [None] * head.n_layers
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model once; return the residual stream after every block [L, B, T, d]
+    and the model's logits.
+
+    Each block's output is copied into one preallocated buffer as it is produced, so
+    the capture costs exactly L × B × T × d values on top of the forward pass.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    seen = [False] * head.n_layers
 
     def keep(index: int):
         def hook(_module, _inputs, output):
-            captured[index] = output[0] if isinstance(output, (tuple, list)) else output
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            if "buffer" not in captured:
+                captured["buffer"] = hidden.new_empty((head.n_layers, *hidden.shape))
+            captured["buffer"][index].copy_(hidden)
+            seen[index] = True
 
         return hook
 
@@ -124,10 +134,10 @@ def capture_residuals(
     finally:
         for handle in handles:
             handle.remove()
-    missing = [i + 1 for i, h in enumerate(captured) if h is None]
+    missing = [i + 1 for i, ran in enumerate(seen) if not ran]
     if missing:
         raise RuntimeError(f"blocks {missing} did not run; the adapter's block list is wrong")
-    return [h for h in captured if h is not None], out.logits
+    return captured["buffer"], out.logits
 
 
 def _final_layer(z_final: torch.Tensor, h_final: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
@@ -201,6 +211,68 @@ def _layer_stats(
     return torch.stack([columns[name] for name in STAT_COLUMNS], dim=-1)
 
 
+def _layer_stats_fusable(
+    z: torch.Tensor,
+    final_centred: torch.Tensor,
+    final_mean: torch.Tensor,
+    final_centred_norm: torch.Tensor,
+    final_probs: torch.Tensor,
+    final_neg_entropy: torch.Tensor,
+    final_top_ids: torch.Tensor,
+    hidden: torch.Tensor,
+    final_hidden: torch.Tensor,
+    final_hidden_norm: torch.Tensor,
+    top_k: int,
+) -> torch.Tensor:
+    """The same stats as `_layer_stats`, written without in-place ops or `out=` so that
+    `torch.compile` can fuse the vocabulary-sized reductions into a few passes (GPU)."""
+    vocab = z.shape[-1]
+    top_vals, top_ids = torch.topk(z, max(top_k, 2), dim=-1)
+    top_ids = top_ids[:, :top_k]
+    mean = z.mean(dim=-1, keepdim=True)
+    centred = z - mean
+    centred_sq = (centred * centred).sum(-1)
+    centred_dot = (centred * final_centred).sum(-1)
+    shifted = z - top_vals[:, :1]
+    exp = torch.exp(shifted)
+    total = exp.sum(-1)
+    weighted = (exp * shifted).sum(-1)
+    final_dot_shifted = (final_probs * shifted).sum(-1)
+    mean = mean[:, 0]
+    raw_dot = centred_dot + vocab * mean * final_mean
+    raw_norm = torch.sqrt(centred_sq + vocab * mean * mean)
+    final_raw_norm = torch.sqrt(final_centred_norm * final_centred_norm + vocab * final_mean * final_mean)
+    lse = torch.log(total)
+    max_prob = 1.0 / total
+    overlap = (top_ids[:, :, None] == final_top_ids[:, None, :]).any(-1).sum(-1)
+    hidden_cos = (hidden * final_hidden).sum(-1) / (
+        torch.sqrt((hidden * hidden).sum(-1)) * final_hidden_norm
+    ).clamp_min(1e-30)
+    return torch.stack(
+        [
+            (top_ids[:, 0] == final_top_ids[:, 0]).to(torch.float32),
+            overlap.to(torch.float32) / top_k,
+            (final_neg_entropy - (final_dot_shifted - lse)).clamp_min(0.0),
+            centred_dot / (torch.sqrt(centred_sq) * final_centred_norm).clamp_min(1e-30),
+            raw_dot / (raw_norm * final_raw_norm).clamp_min(1e-30),
+            hidden_cos,
+            lse - weighted / total,
+            max_prob,
+            max_prob - torch.exp(top_vals[:, 1] - top_vals[:, 0]) / total,
+        ],
+        dim=-1,
+    )
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _fused_layer_stats():
+    if "fn" not in _COMPILED:
+        _COMPILED["fn"] = torch.compile(_layer_stats_fusable, dynamic=False)
+    return _COMPILED["fn"]
+
+
 def stats_for_tokens(
     head: ExitHead,
     residuals: torch.Tensor,
@@ -208,19 +280,23 @@ def stats_for_tokens(
     *,
     top_k: int = 10,
     chunk_floats: int | None = None,
+    fused: bool = False,
 ) -> torch.Tensor:
     """All stats for N tokens: `residuals` [L, N, d], `final_logits` [N, V] -> [L, N, S].
 
     Streams over token chunks; two `C × V` float32 buffers are reused for every layer
-    and chunk, so memory stays bounded whatever L, N or V.
+    and chunk, so memory stays bounded whatever L, N or V. `fused=True` runs the
+    vocabulary-sized reductions through `torch.compile` (worth it on a GPU).
     """
     n_layers, n_tokens, _ = residuals.shape
     vocab = final_logits.shape[-1]
     if top_k > vocab:
         raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab}")
     device = final_logits.device
-    budget = chunk_floats or (_CHUNK_FLOATS if device.type == "cpu" else _CHUNK_FLOATS * 4)
+    budget = chunk_floats or (_CHUNK_FLOATS if device.type == "cpu" else _CHUNK_FLOATS * 2)
     chunk = max(1, min(n_tokens, budget // vocab))
+    if fused:  # a fixed power-of-two chunk keeps the compiled kernels' shapes static
+        chunk = 1 << (chunk.bit_length() - 1)
     logits_buf = torch.empty((chunk, vocab), dtype=torch.float32, device=device)
     scratch_buf = torch.empty_like(logits_buf)
     out = torch.empty((n_layers, n_tokens, len(STAT_COLUMNS)), dtype=torch.float32, device=device)
@@ -236,7 +312,14 @@ def stats_for_tokens(
                     z.copy_(final["logits"])
                 else:
                     head.logits_into(h, z)
-                out[layer, start:stop] = _layer_stats(z, scratch, final, h.float(), top_k)
+                if fused:
+                    out[layer, start:stop] = _fused_layer_stats()(
+                        z, final["centred"], final["mean"], final["centred_norm"], final["probs"],
+                        final["neg_entropy"], final["top_ids"], h.float(), final["hidden"],
+                        final["hidden_norm"], top_k,
+                    )
+                else:
+                    out[layer, start:stop] = _layer_stats(z, scratch, final, h.float(), top_k)
     return out.cpu()
 
 
@@ -299,7 +382,8 @@ def token_layer_stats(
         rows, cols = torch.nonzero(batch.scored.to(logits.device), as_tuple=True)
         if rows.numel() == 0:
             continue
-        stacked = torch.stack([h[rows, cols] for h in residuals])  # [L, N, d]
+        stacked = residuals[:, rows, cols]  # [L, N, d]
+        del residuals
         final_logits = logits[rows, cols]
         check_exit_head(head, stacked[-1, :1], final_logits[:1])
         if gram is not None:

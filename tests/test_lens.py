@@ -172,3 +172,16 @@ def test_registered_adapter_for_a_new_class_is_used(tokenizer):
     register_adapter("Renamed", lambda m: ExitHead(list(m.trunk.layers), m.trunk.norm, m.head))
     frame = token_layer_stats(wrapped, tokenizer, TEXTS)
     assert_matches(frame, brute_force(model, tokenizer, TEXTS))
+
+
+def test_fusable_stats_equal_the_in_place_ones(llama, tokenizer, monkeypatch):
+    """The torch.compile-friendly formulation (used on GPUs) computes the same numbers."""
+    monkeypatch.setattr(lens, "_fused_layer_stats", lambda: lens._layer_stats_fusable)
+    head = resolve_exit_head(llama)
+    batch = lens.batches(lens.encode_texts(tokenizer, TEXTS, max_tokens=None, context_length=None), batch_size=4, pad_id=0, bos_id=2)[0]
+    residuals, logits = lens.capture_residuals(llama, head, batch)
+    rows, cols = torch.nonzero(batch.scored, as_tuple=True)
+    stacked = residuals[:, rows, cols]
+    eager = lens.stats_for_tokens(head, stacked, logits[rows, cols])
+    fused = lens.stats_for_tokens(head, stacked, logits[rows, cols], fused=True, chunk_floats=len(tokenizer) * 8)
+    assert (eager - fused).abs().max() < 1e-5

@@ -1,3 +1,5 @@
+import warnings
+
 import dagster as dg
 
 from eexit_core.stages import build_token_layer_stats, registries
@@ -5,14 +7,20 @@ from pipelines.partitions import model_workload_partitions
 from pipelines.resources import EexitResource
 
 
+with warnings.catch_warnings():
+    # the mapping is marked beta but is the documented way to depend on one dimension
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    _UPSTREAM = [
+        dg.AssetDep("model_checkpoints", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("model")),
+        dg.AssetDep("workload_prompts", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("workload")),
+    ]
+
+
 @dg.asset(
     partitions_def=model_workload_partitions,
     group_name="measurements",
     kinds={"parquet", "pytorch"},
-    deps=[
-        dg.AssetDep("model_checkpoints", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("model")),
-        dg.AssetDep("workload_prompts", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("workload")),
-    ],
+    deps=_UPSTREAM,
 )
 def token_layer_stats(context: dg.AssetExecutionContext, eexit: EexitResource) -> dg.MaterializeResult:
     """Per-token, per-layer lens stats (SPEC §1) of one model on one workload."""

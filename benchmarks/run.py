@@ -55,10 +55,12 @@ def _random_model(config, device: str, dtype: torch.dtype) -> torch.nn.Module:
     model = model.to_empty(device=device)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if param.dim() == 1:
-                param.fill_(1.0) if "norm" in name or "weight" in name.split(".")[-1] else param.zero_()
-            else:
+            if param.dim() > 1:
                 param.normal_(0.0, 0.02)
+            elif name.endswith("weight"):  # norm scales
+                param.fill_(1.0)
+            else:  # biases, SSM decay and skip parameters
+                param.zero_()
     _reset_rotary(model, device)
     return model.eval()
 

@@ -115,6 +115,7 @@ def _softcap(model: nn.Module) -> float | None:
 # (blocks, final norm) attribute paths of the layouts transformers uses, by family.
 _LAYOUTS: tuple[tuple[str, str], ...] = (
     ("model.layers", "model.norm"),  # Llama, Mistral, Qwen, Gemma, Phi-3, OLMo, Mixtral, ...
+    ("model.layers", "model.final_layernorm"),  # hybrids: Jamba, Zamba, Zamba2
     ("model.language_model.layers", "model.language_model.norm"),  # multimodal wrappers
     ("transformer.h", "transformer.ln_f"),  # GPT-2, GPT-J, Falcon
     ("gpt_neox.layers", "gpt_neox.final_layer_norm"),  # GPT-NeoX, Pythia
@@ -125,14 +126,19 @@ _LAYOUTS: tuple[tuple[str, str], ...] = (
 
 
 def probe_layout(model: nn.Module) -> ExitHead | None:
-    """Find blocks, final norm and head by the common attribute layouts, or None."""
+    """Find blocks, final norm and head by the common attribute layouts, or None.
+
+    A layout matches only when both its blocks and its final norm exist: several
+    families share `model.layers` but name the norm differently, and silently
+    dropping the norm would give a wrong exit head.
+    """
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         return None
     for blocks_path, norm_path in _LAYOUTS:
         blocks = _get(model, blocks_path)
-        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
-            norm = _get(model, norm_path)
+        norm = _get(model, norm_path)
+        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0 and norm is not None:
             return ExitHead(list(blocks), norm, head, _softcap(model))
     return None
 
@@ -175,3 +181,33 @@ def _opt_adapter(model: nn.Module) -> ExitHead:
 
 
 register_adapter("OPTForCausalLM", _opt_adapter)
+
+
+class _ScaledNorm(nn.Module):
+    """`norm(h) * scale`: a constant logit multiplier folded in front of a bias-free head.
+
+    Folding it here (rather than after the head) keeps the head a plain `nn.Linear`, so
+    the fast in-place path and the d-space lens still apply: `W (s x) = s (W x)`.
+    """
+
+    def __init__(self, norm: nn.Module, scale: float):
+        super().__init__()
+        self.norm, self.scale = norm, float(scale)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(hidden) * self.scale
+
+
+def _falcon_h1_adapter(model: nn.Module) -> ExitHead:
+    # Falcon-H1 (muP) multiplies its logits by `lm_head_multiplier`; its head has no bias.
+    inner = model.model
+    scale = float(getattr(inner, "lm_head_multiplier", 1.0))
+    norm: nn.Module = inner.final_layernorm
+    if scale != 1.0:
+        if getattr(model.lm_head, "bias", None) is not None:
+            raise ValueError("Falcon-H1 lm_head_multiplier folds into the norm only for a bias-free head")
+        norm = _ScaledNorm(norm, scale)
+    return ExitHead(list(inner.layers), norm, model.lm_head, None)
+
+
+register_adapter("FalconH1ForCausalLM", _falcon_h1_adapter)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from eexit_core.eas import eas, eas_ideal
+from eexit_core.adaptability import eas, eas_ideal
 from eexit_core import oracle, store
 from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_json, write_parquet
 from eexit_core.checkpoints import Checkpoint, ModelUnavailableError, load_model, prepare_checkpoint

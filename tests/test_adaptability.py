@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eexit_core.eas import eas, eas_ideal, skip_weights
+from eexit_core.adaptability import eas, eas_ideal, skip_weights
 
 
 def test_skip_weights():
@@ -78,3 +78,14 @@ def test_matches_a_plain_loop(curve):
     n = len(curve)
     expected = sum(s**0.5 * ((n - l) / n) ** 0.5 for l, s in enumerate(curve, start=1)) / n
     assert eas(curve) == pytest.approx(expected, abs=1e-12)
+
+
+def test_public_api_names_are_the_functions_not_modules():
+    """A submodule named like a public function would shadow it once imported."""
+    import inspect
+
+    import eexit_core
+    import eexit_core.stages  # noqa: F401  (imports every submodule the pipeline uses)
+
+    for name in eexit_core.__all__:
+        assert not inspect.ismodule(getattr(eexit_core, name)), name

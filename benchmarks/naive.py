@@ -39,8 +39,10 @@ def naive_stats(model, input_ids: torch.Tensor, norm, lm_head, last_block, *, to
             z = torch.tanh(z / softcap) * softcap
         logp = torch.log_softmax(z, dim=-1)
         p = logp.exp()
-        top = torch.topk(p, top_k, dim=-1)
-        overlap = (top.indices[:, :, None] == top_final[:, None, :]).any(-1).float().sum(-1) / top_k
+        top = torch.topk(p, 2, dim=-1)
+        # rank by logits: far-down probabilities underflow to equal values and tie
+        top_ids = torch.topk(z, top_k, dim=-1).indices
+        overlap = (top_ids[:, :, None] == top_final[:, None, :]).any(-1).float().sum(-1) / top_k
         rows.append(torch.stack([
             (z.argmax(-1) == z_final.argmax(-1)).float(),
             overlap,

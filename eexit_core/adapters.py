@@ -170,6 +170,26 @@ def resolve_exit_head(model: nn.Module) -> ExitHead:
     return head
 
 
+# Where transformers keeps a mixture-of-experts block's router, relative to the block.
+# Each router's forward returns the router logits [tokens, experts] (first, if a tuple).
+_ROUTER_PATHS: tuple[str, ...] = ("mlp.gate", "mlp.router", "block_sparse_moe.gate", "feed_forward.router", "moe.gate")
+
+
+def resolve_routers(head: ExitHead) -> list[nn.Module | None]:
+    """The router of each block (None for a dense block): empty of routers for dense models."""
+    routers: list[nn.Module | None] = []
+    for block in head.blocks:
+        found = None
+        for path in _ROUTER_PATHS:
+            module = _get(block, path)
+            # a shared-expert gate or a plain projection has a single output, not experts
+            if module is not None and not (isinstance(module, nn.Linear) and module.out_features == 1):
+                found = module
+                break
+        routers.append(found)
+    return routers
+
+
 def _opt_adapter(model: nn.Module) -> ExitHead:
     # OPT-350m projects the hidden state down to the embedding size after the final norm.
     decoder = model.model.decoder

@@ -22,7 +22,7 @@ from torch import nn
 if TYPE_CHECKING:
     import polars as pl
 
-from eexit_core.adapters import ExitHead, resolve_exit_head
+from eexit_core.adapters import ExitHead, resolve_exit_head, resolve_routers
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 
 STAT_COLUMNS: tuple[str, ...] = (
@@ -340,6 +340,59 @@ def check_exit_head(head: ExitHead, h_last: torch.Tensor, logits: torch.Tensor) 
         )
 
 
+ROUTER_COLUMNS: tuple[str, ...] = ("router_top_expert", "router_entropy", "router_n_experts")
+
+
+class RouterCapture:
+    """Hooks on every MoE block's router: its logits for the tokens of one forward pass."""
+
+    def __init__(self, routers: Sequence[nn.Module | None]):
+        self.routers = list(routers)
+        self.logits: dict[int, torch.Tensor] = {}
+        self._handles: list = []
+
+    @property
+    def active(self) -> bool:
+        return any(r is not None for r in self.routers)
+
+    def __enter__(self) -> "RouterCapture":
+        self.logits.clear()
+        for index, router in enumerate(self.routers):
+            if router is not None:
+                self._handles.append(router.register_forward_hook(self._keep(index)))
+        return self
+
+    def _keep(self, index: int):
+        def hook(_module, _inputs, output):
+            self.logits[index] = output[0] if isinstance(output, (tuple, list)) else output
+
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def token_stats(self, batch_shape: tuple[int, int], rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """[L, N, 3]: top expert, routing entropy (nats) and expert count; NaN for dense blocks."""
+        out = torch.full((len(self.routers), rows.numel(), len(ROUTER_COLUMNS)), float("nan"))
+        for index, logits in self.logits.items():
+            per_token = logits.reshape(*batch_shape, logits.shape[-1])[rows, cols].float()
+            log_probs = torch.log_softmax(per_token, dim=-1)
+            out[index, :, 0] = per_token.argmax(dim=-1).float().cpu()
+            out[index, :, 1] = -(log_probs.exp() * log_probs).sum(-1).cpu()
+            out[index, :, 2] = float(per_token.shape[-1])
+        return out
+
+
+def _check_finite(residuals: torch.Tensor, final_logits: torch.Tensor) -> None:
+    """Name the first layers whose residual stream holds NaN or inf (overflow, bad weights)."""
+    finite = torch.isfinite(residuals).flatten(1).all(dim=1)
+    if not bool(finite.all()) or not bool(torch.isfinite(final_logits).all()):
+        bad = [int(l) + 1 for l in torch.nonzero(~finite).flatten()] or [len(finite)]
+        raise NonFiniteError(f"non-finite values at layers {bad}; this input's numbers cannot be trusted")
+
+
 def _requested(stats: Sequence[str] | None) -> tuple[str, ...]:
     if stats is None:
         return STAT_COLUMNS
@@ -365,6 +418,10 @@ def token_layer_stats(
     counting a BOS). Padding never reaches the stats: texts are right-padded and only
     real positions are scored, so batching does not change the numbers.
 
+    Mixture-of-experts models also get `router_top_expert`, `router_entropy` (of the
+    token's routing distribution, nats) and `router_n_experts` per token and layer (null
+    for dense blocks).
+
     `stats` picks columns (default: all). When only `logit_cos`, `logit_cos_raw` and
     `hidden_cos` are asked for and the head is linear, the d-space lens computes them
     through the head's Gram matrix with no vocabulary-sized work at all.
@@ -376,15 +433,19 @@ def token_layer_stats(
     encoded = encode_texts(tokenizer, texts, max_tokens=max_tokens, context_length=context)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     gram = gram_head(head) if set(wanted) <= set(DSPACE_STATS) and supports_dspace(head) else None
+    routers = RouterCapture(resolve_routers(head))
+    columns = (*wanted, *ROUTER_COLUMNS) if routers.active else wanted
     frames: list[pl.DataFrame] = []
     for batch in batches(encoded, batch_size=batch_size, pad_id=pad_id, bos_id=tokenizer.bos_token_id):
-        residuals, logits = capture_residuals(model, head, batch)
+        with routers:
+            residuals, logits = capture_residuals(model, head, batch)
         rows, cols = torch.nonzero(batch.scored.to(logits.device), as_tuple=True)
         if rows.numel() == 0:
             continue
         stacked = residuals[:, rows, cols]  # [L, N, d]
         del residuals
         final_logits = logits[rows, cols]
+        _check_finite(stacked, final_logits)
         check_exit_head(head, stacked[-1, :1], final_logits[:1])
         if gram is not None:
             by_name = dspace_stats(head, gram, stacked)
@@ -395,9 +456,11 @@ def token_layer_stats(
         if not torch.isfinite(values).all():
             bad = sorted({int(l) + 1 for l in torch.nonzero(~torch.isfinite(values))[:, 0]})
             raise NonFiniteError(f"non-finite values at layers {bad}")
-        frames.append(_to_frame(values, wanted, [batch.sample[int(r)] for r in rows.cpu()], cols.cpu().tolist()))
+        if routers.active:
+            values = torch.cat([values, routers.token_stats(tuple(batch.input_ids.shape), rows, cols)], dim=-1)
+        frames.append(_to_frame(values, columns, [batch.sample[int(r)] for r in rows.cpu()], cols.cpu().tolist()))
     if not frames:
-        return _empty_frame(wanted)
+        return _empty_frame(columns)
     import polars as pl
 
     return pl.concat(frames).sort(["sample", "position", "layer"])
@@ -416,14 +479,21 @@ def _to_frame(values: torch.Tensor, names: Sequence[str], samples: list[int], po
         }
     )
     frame = pl.concat([frame, pl.DataFrame(flat, schema=list(names), orient="row")], how="horizontal")
-    return frame.with_columns(pl.col("top1_match").cast(pl.Boolean)) if "top1_match" in names else frame
+    if "top1_match" in names:
+        frame = frame.with_columns(pl.col("top1_match").cast(pl.Boolean))
+    if "router_top_expert" in names:  # dense blocks of a MoE model have no router: null
+        frame = frame.with_columns(
+            pl.col(c).fill_nan(None) for c in ROUTER_COLUMNS
+        ).with_columns(pl.col("router_top_expert").cast(pl.Int16), pl.col("router_n_experts").cast(pl.Int16))
+    return frame
 
 
 def _empty_frame(names: Sequence[str] = STAT_COLUMNS) -> "pl.DataFrame":
     import polars as pl
 
     schema: dict[str, pl.DataType] = {"sample": pl.Int32, "position": pl.Int32, "layer": pl.Int16}
-    schema.update({name: pl.Boolean if name == "top1_match" else pl.Float32 for name in names})
+    types = {"top1_match": pl.Boolean, "router_top_expert": pl.Int16, "router_n_experts": pl.Int16}
+    schema.update({name: types.get(name, pl.Float32) for name in names})
     return pl.DataFrame(schema=schema)
 
 

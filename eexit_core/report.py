@@ -39,6 +39,8 @@ def plot_similarity_curves(similarity: pl.DataFrame, target: Path) -> Path:
     for ax, model_id in zip(axes[0], models):
         part = similarity.filter(pl.col("model_id") == model_id)
         for metric in SIMILARITY_METRICS:
+            if part[metric].null_count() == part.height:  # not computed in this run
+                continue
             curves = [
                 (g.sort("layer")["depth_frac"].to_list(), similarity_curve(g, metric))
                 for _, g in part.group_by("workload_id")
@@ -74,7 +76,9 @@ def plot_eas(scores: pl.DataFrame, target: Path, metric: str = "logit_cos") -> P
     return _save(fig, target)
 
 
-def plot_oracle(oracle: pl.DataFrame, target: Path) -> Path:
+def plot_oracle(oracle: pl.DataFrame, target: Path) -> Path | None:
+    if oracle.is_empty():
+        return None
     labels = [f"{m}\n{w}" for m, w in oracle.filter(pl.col("criterion") == "first").select("model_id", "workload_id").iter_rows()]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
     for offset, criterion in ((0.0, "first"), (0.4, "stable")):
@@ -103,9 +107,11 @@ def build_report(db_path: Path, out_dir: Path) -> Report:
     oracle = store.read_table(db_path, "oracle_exits")
     models = store.read_table(db_path, "models")
     plots = [
-        plot_similarity_curves(similarity, out_dir / "similarity_curves.png"),
-        plot_eas(scores, out_dir / "eas_by_workload.png"),
-        plot_oracle(oracle, out_dir / "oracle_speedup.png"),
+        p for p in (
+            plot_similarity_curves(similarity, out_dir / "similarity_curves.png"),
+            plot_eas(scores, out_dir / "eas_by_workload.png"),
+            plot_oracle(oracle, out_dir / "oracle_speedup.png"),
+        ) if p is not None
     ]
     at_alpha = scores.filter(pl.col("alpha") == DEFAULT_ALPHA)
     per_model = (

@@ -25,6 +25,7 @@ from eexit_core.registry import (
     load_model_registry,
     load_workload_registry,
 )
+from eexit_core.lens import STAT_COLUMNS
 from eexit_core.similarity import SIMILARITY_METRICS, layer_means, similarity_curve
 from eexit_core.workspace import Workspace
 
@@ -124,6 +125,9 @@ class LensSettings:
     top_k: int = 10
     batch_size: int = 8
     device: str = "cpu"
+    # None: every stat. Only cosines (logit_cos, logit_cos_raw, hidden_cos) switches the
+    # lens to d-space: much faster, but no oracle exits (they need top1_match).
+    stats: tuple[str, ...] | None = None
 
 
 def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry, settings: LensSettings = LensSettings()) -> pl.DataFrame:
@@ -138,7 +142,10 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     checkpoint = read_checkpoint(ws, model.model_id)
     lm, tokenizer = load_model(checkpoint, device=settings.device)
     texts = render_texts(prompts, tokenizer, use_chat_template=workload.chat_template)
-    stats = token_layer_stats(lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size, max_tokens=workload.max_tokens)
+    stats = token_layer_stats(
+        lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size,
+        max_tokens=workload.max_tokens, stats=settings.stats,
+    )
     prompt_ids = prompts["prompt_id"]
     stats = stats.with_columns(
         pl.lit(model.model_id).alias("model_id"),
@@ -153,6 +160,7 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
         "seed": workload.seed,
         "max_tokens": workload.max_tokens,
         "top_k": settings.top_k,
+        "stats": list(settings.stats) if settings.stats else None,
         "code_version": code_version(),
         "libraries": library_versions(),
     }
@@ -181,6 +189,7 @@ def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, set
         and meta.get("model_checksum") == json.loads(record.read_text()).get("checksum")
         and meta.get("workload_checksum") == read_parquet_metadata(prompts).get("checksum")
         and meta.get("top_k") == settings.top_k
+        and meta.get("stats") == (list(settings.stats) if settings.stats else None)
         and meta.get("max_tokens") == workload.max_tokens
     )
 
@@ -208,6 +217,8 @@ def build_layer_similarity(ws: Workspace, model_id: str, workload_id: str) -> pl
     table = layer_means(stats, n_layers).with_columns(
         pl.lit(model_id).alias("model_id"), pl.lit(workload_id).alias("workload_id"), *_provenance_columns(meta)
     )
+    # a cosine-only (d-space) run leaves the other stats null, so every table has one shape
+    table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in STAT_COLUMNS if c not in table.columns)
     table = table.select("model_id", "workload_id", "layer", pl.exclude("model_id", "workload_id", "layer"))
     write_parquet(table, ws.partition_path(LAYER_SIMILARITY, model_id, workload_id), metadata=meta)
     return table
@@ -218,6 +229,11 @@ def build_layer_similarity(ws: Workspace, model_id: str, workload_id: str) -> pl
 
 def build_oracle_exits(ws: Workspace, model: ModelEntry, workload_id: str, *, tied_embeddings: bool = True) -> pl.DataFrame:
     stats, meta = _token_stats(ws, model.model_id, workload_id)
+    if "top1_match" not in stats.columns:
+        raise ValueError(
+            f"{model.model_id}|{workload_id}: oracle exits need top1_match, but the token stats "
+            "were computed for cosines only (EEXIT_STATS); rerun token_layer_stats with all stats"
+        )
     n_layers = int(stats["layer"].max())
     check_cost = oracle.exit_check_cost(model.d_model, model.vocab_size, model.params_total, n_layers, tied_embeddings)
     rows = []
@@ -250,7 +266,7 @@ def compute_eas(similarity: pl.DataFrame, reference: str | None, settings: Score
     rows = []
     for (model_id, workload_id), part in similarity.group_by(["model_id", "workload_id"], maintain_order=True):
         n_layers = part.height
-        for metric in settings.metrics:
+        for metric in [m for m in settings.metrics if part[m].null_count() < part.height]:
             curve = similarity_curve(part, metric)
             for alpha in settings.alphas:
                 rows.append({
@@ -321,6 +337,12 @@ def _workloads_table(ws: Workspace, workloads: WorkloadRegistry) -> pl.DataFrame
     return pl.DataFrame(rows)
 
 
+ORACLE_SCHEMA = {
+    "model_id": pl.String, "workload_id": pl.String, "criterion": pl.String, "n_layers": pl.Int64,
+    "mean_exit_layer": pl.Float64, "skip_ratio": pl.Float64, "speedup_bound": pl.Float64,
+    "speedup_bound_with_check": pl.Float64, "check_cost_frac": pl.Float64, "n_tokens": pl.Int64,
+}
+
 EXIT_ACCURACY_SCHEMA = {
     "model_id": pl.String, "workload_id": pl.String, "policy": pl.String, "exit_layer": pl.Int32,
     "accuracy": pl.Float64, "skip_ratio": pl.Float64, "n_items": pl.Int64,
@@ -349,7 +371,7 @@ def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings()) -
             "workloads": _workloads_table(ws, workloads),
             "prompts": prompts,
             "layer_similarity": similarity,
-            "oracle_exits": _concat_partitions(ws, ORACLE_EXITS),
+            "oracle_exits": _concat_partitions(ws, ORACLE_EXITS) if any((ws.artifacts_dir / ORACLE_EXITS).glob("*.parquet")) else pl.DataFrame(schema=ORACLE_SCHEMA),
             "eas_scores": scores,
             "exit_accuracy": exit_accuracy,
         },

@@ -21,20 +21,28 @@ class EexitResource(dg.ConfigurableResource):
     allow_download: bool = False
     alphas: list[float] = [0.25, 0.5, 0.75]
     fallback_reference: str = "smollm2-135m-instruct"
+    stats: list[str] | None = None
 
     @property
     def workspace(self) -> Workspace:
         return Workspace(Path(self.root))
 
     def lens_settings(self) -> LensSettings:
-        return LensSettings(top_k=self.top_k, batch_size=self.batch_size, device=self.device)
+        return LensSettings(top_k=self.top_k, batch_size=self.batch_size, device=self.device,
+                            stats=tuple(self.stats) if self.stats else None)
 
     def score_settings(self) -> ScoreSettings:
         return ScoreSettings(alphas=tuple(self.alphas), fallback_reference=self.fallback_reference)
 
 
+def _stats_from_env() -> list[str] | None:
+    """EEXIT_STATS=logit_cos,hidden_cos picks stats; cosines only run the d-space lens."""
+    raw = os.environ.get("EEXIT_STATS")
+    return [name.strip() for name in raw.split(",") if name.strip()] if raw else None
+
+
 def local_resources() -> dict[str, object]:
-    return {"eexit": EexitResource(root=str(Workspace.default().root), device="cpu", batch_size=8)}
+    return {"eexit": EexitResource(root=str(Workspace.default().root), device="cpu", batch_size=8, stats=_stats_from_env())}
 
 
 def cluster_resources() -> dict[str, object]:
@@ -44,6 +52,7 @@ def cluster_resources() -> dict[str, object]:
             device="cuda",
             batch_size=int(os.environ.get("EEXIT_BATCH_SIZE", "4")),
             allow_download=os.environ.get("EEXIT_ALLOW_DOWNLOAD", "0") == "1",
+            stats=_stats_from_env(),
         )
     }
 

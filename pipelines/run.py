@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     if "stats" in stages_to_run:
         per_partition.append("token_layer_stats")
     if "results" in stages_to_run:
-        per_partition += ["layer_similarity", "oracle_exits"]
+        per_partition += ["layer_similarity"]
+        if settings.stats is None or "top1_match" in settings.stats:
+            per_partition += ["oracle_exits"]  # needs top-1 agreement, not in a cosine-only run
     if per_partition:
         print(" → ".join(per_partition), flush=True)
     for model_id in models if per_partition else []:

@@ -185,3 +185,19 @@ def test_fusable_stats_equal_the_in_place_ones(llama, tokenizer, monkeypatch):
     eager = lens.stats_for_tokens(head, stacked, logits[rows, cols])
     fused = lens.stats_for_tokens(head, stacked, logits[rows, cols], fused=True, chunk_floats=len(tokenizer) * 8)
     assert (eager - fused).abs().max() < 1e-5
+
+
+def test_nonfinite_layer_is_flagged_not_averaged(tokenizer):
+    """A NaN in one layer stops the partition with the layer named, instead of poisoning means."""
+    from eexit_core.lens import NonFiniteError
+
+    model = tiny_llama(len(tokenizer), seed=11)
+
+    def poison(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden[:, 1] = float("nan")
+        return output
+
+    model.model.layers[1].register_forward_hook(poison)
+    with pytest.raises(NonFiniteError, match=r"layers \[2"):
+        token_layer_stats(model, tokenizer, TEXTS[:1])

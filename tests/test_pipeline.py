@@ -115,10 +115,11 @@ def tiny_workspace(tmp_path_factory) -> Path:
     return root
 
 
-def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
+def _run(root: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ, "EEXIT_ROOT": str(root), "DAGSTER_HOME": str(root / ".dagster"),
         "EEXIT_MODELS": "tiny-llama,hub-only", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"),
+        **extra_env,
     }
     return subprocess.run([sys.executable, "-m", "pipelines.run", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -171,6 +172,26 @@ def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
     assert after == before
     leftovers = [p for p in (tiny_workspace / "data").rglob("*.tmp")]
     assert leftovers == []
+
+
+def test_cosine_only_run_uses_the_dspace_lens(tiny_workspace, tmp_path):
+    """EEXIT_STATS with cosines only: EAS under those metrics, no oracle exits, no crash."""
+    import shutil
+
+    root = tmp_path / "ws"
+    shutil.copytree(tiny_workspace / "data" / "registry", root / "data" / "registry")
+    (root / "data" / "cache").mkdir(parents=True)
+    (root / "data" / "cache" / "sdists").symlink_to(REPO / "data" / "cache" / "sdists")
+    result = _run(root, EEXIT_STATS="logit_cos,hidden_cos", EEXIT_MODELS="tiny-llama")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    con = duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True)
+    try:
+        metrics = {m for (m,) in con.sql("select distinct metric from eas_scores").fetchall()}
+        assert metrics == {"logit_cos", "hidden_cos"}
+        assert _one(con, "select count(*) from oracle_exits")[0] == 0
+        assert _one(con, "select count(*) from layer_similarity where top1_match is not null")[0] == 0
+    finally:
+        con.close()
 
 
 def _one(con, sql: str) -> tuple:

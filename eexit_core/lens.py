@@ -225,15 +225,24 @@ def _layer_stats_fusable(
     top_k: int,
 ) -> torch.Tensor:
     """The same stats as `_layer_stats`, written without in-place ops or `out=` so that
-    `torch.compile` can fuse the vocabulary-sized reductions into a few passes (GPU)."""
+    `torch.compile` can fuse the vocabulary-sized reductions into a few passes (GPU).
+
+    No top-k: on a GPU a radix top-k over the vocabulary costs several reduction passes.
+    The final layer's top-k tokens are ranked instead: token j is in this layer's top-k
+    iff fewer than k logits exceed z[j], a count that fuses into one pass over z.
+    """
     vocab = z.shape[-1]
-    top_vals, top_ids = torch.topk(z, max(top_k, 2), dim=-1)
-    top_ids = top_ids[:, :top_k]
+    top1, top1_id = z.max(dim=-1)
+    second = torch.where(
+        torch.arange(vocab, device=z.device)[None, :] == top1_id[:, None], float("-inf"), z
+    ).amax(dim=-1)
+    candidates = torch.gather(z, 1, final_top_ids)  # [C, k]
+    rank = (z[:, :, None] > candidates[:, None, :]).sum(dim=1)  # [C, k]
     mean = z.mean(dim=-1, keepdim=True)
     centred = z - mean
     centred_sq = (centred * centred).sum(-1)
     centred_dot = (centred * final_centred).sum(-1)
-    shifted = z - top_vals[:, :1]
+    shifted = z - top1[:, None]
     exp = torch.exp(shifted)
     total = exp.sum(-1)
     weighted = (exp * shifted).sum(-1)
@@ -244,13 +253,13 @@ def _layer_stats_fusable(
     final_raw_norm = torch.sqrt(final_centred_norm * final_centred_norm + vocab * final_mean * final_mean)
     lse = torch.log(total)
     max_prob = 1.0 / total
-    overlap = (top_ids[:, :, None] == final_top_ids[:, None, :]).any(-1).sum(-1)
+    overlap = (rank < top_k).sum(-1)
     hidden_cos = (hidden * final_hidden).sum(-1) / (
         torch.sqrt((hidden * hidden).sum(-1)) * final_hidden_norm
     ).clamp_min(1e-30)
     return torch.stack(
         [
-            (top_ids[:, 0] == final_top_ids[:, 0]).to(torch.float32),
+            (top1_id == final_top_ids[:, 0]).to(torch.float32),
             overlap.to(torch.float32) / top_k,
             (final_neg_entropy - (final_dot_shifted - lse)).clamp_min(0.0),
             centred_dot / (torch.sqrt(centred_sq) * final_centred_norm).clamp_min(1e-30),
@@ -258,7 +267,7 @@ def _layer_stats_fusable(
             hidden_cos,
             lse - weighted / total,
             max_prob,
-            max_prob - torch.exp(top_vals[:, 1] - top_vals[:, 0]) / total,
+            max_prob - torch.exp(second - top1) / total,
         ],
         dim=-1,
     )
@@ -298,7 +307,7 @@ def stats_for_tokens(
     if fused:  # a fixed power-of-two chunk keeps the compiled kernels' shapes static
         chunk = 1 << (chunk.bit_length() - 1)
     logits_buf = torch.empty((chunk, vocab), dtype=torch.float32, device=device)
-    scratch_buf = torch.empty_like(logits_buf)
+    scratch_buf = logits_buf[:, :0] if fused else torch.empty_like(logits_buf)  # fused: unused
     out = torch.empty((n_layers, n_tokens, len(STAT_COLUMNS)), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for start in range(0, n_tokens, chunk):

@@ -44,3 +44,17 @@ def reference_stats(z_l: torch.Tensor, z_final: torch.Tensor, h_l: torch.Tensor,
         "max_prob": float(ranked[0]),
         "margin": float(ranked[0] - ranked[1]),
     }
+
+
+def run_and_capture(model, blocks, input_ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One forward pass; each block's output (its first element if a tuple) and the logits
+    of the first sequence. Hooks of our own, not eexit_core's capture."""
+    captured: list[torch.Tensor] = []
+    hooks = [b.register_forward_hook(lambda _m, _i, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in blocks]
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=input_ids).logits[0]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured, logits

@@ -17,7 +17,7 @@ from eexit_core.lens import STAT_COLUMNS
 from eexit_core.similarity import layer_means, similarity_curve
 from eexit_core.stages import build_model_checkpoint, registries
 from eexit_core.workspace import Workspace
-from tests.reference import float64_exit_logits, reference_stats
+from tests.reference import float64_exit_logits, reference_stats, run_and_capture
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +50,7 @@ def test_lens_matches_float64_on_real_weights(embedded):
     text = PROMPTS[0]
     frame = token_layer_stats(model, tokenizer, [text])
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
-    layers = model.model.layers
-    captured = []
-    hooks = [b.register_forward_hook(lambda _m, _i, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in layers]
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0]
-    for h in hooks:
-        h.remove()
+    captured, logits = run_and_capture(model, model.model.layers, ids)
     norm64, head64 = copy.deepcopy(model.model.norm).double(), copy.deepcopy(model.lm_head).double()
     softcap = getattr(model.config, "final_logit_softcapping", None)
     n_layers = len(captured)

@@ -12,7 +12,7 @@ from eexit_core import lens
 from eexit_core.adapters import ExitHead, UnknownArchitectureError, register_adapter, resolve_exit_head
 from eexit_core.lens import STAT_COLUMNS, ExitHeadMismatchError, PromptTooLongError, token_layer_stats
 from tests.conftest import TEXTS, tiny_llama
-from tests.reference import float64_exit_logits, reference_stats
+from tests.reference import float64_exit_logits, reference_stats, run_and_capture
 
 
 def _blocks_and_head(model):
@@ -29,12 +29,7 @@ def brute_force(model, tokenizer, texts, k=10) -> dict[tuple[int, int, int], dic
     out = {}
     for sample, text in enumerate(texts):
         ids = tokenizer(text, return_tensors="pt")["input_ids"]
-        captured = []
-        hooks = [b.register_forward_hook(lambda _m, _i, o: captured.append(o[0] if isinstance(o, tuple) else o)) for b in layers]
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0]
-        for h in hooks:
-            h.remove()
+        captured, logits = run_and_capture(model, layers, ids)
         n_layers = len(captured)
         for pos in range(ids.shape[1]):
             if pos == 0 and int(ids[0, 0]) == tokenizer.bos_token_id:

@@ -93,10 +93,6 @@ def register_adapter(architecture: str | type, adapter: Adapter) -> None:
     _ADAPTERS[name] = adapter
 
 
-def registered_architectures() -> list[str]:
-    return sorted(_ADAPTERS)
-
-
 def _get(module: nn.Module, dotted: str) -> nn.Module | None:
     for part in dotted.split("."):
         module = getattr(module, part, None)

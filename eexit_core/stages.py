@@ -256,9 +256,12 @@ class ScoreSettings:
     fallback_reference: str | None = None
 
 
-def _concat_partitions(ws: Workspace, asset: str) -> pl.DataFrame:
+def _concat_partitions(ws: Workspace, asset: str, empty_schema: dict | None = None) -> pl.DataFrame:
+    """Every partition file of an asset in one frame (with `empty_schema` if there are none)."""
     files = sorted((ws.artifacts_dir / asset).glob("*.parquet"))
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
+    if not files:
+        return pl.DataFrame(schema=empty_schema)
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
 
 
 def compute_eas(similarity: pl.DataFrame, reference: str | None, settings: ScoreSettings) -> pl.DataFrame:
@@ -356,24 +359,17 @@ def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings()) -
     if similarity.is_empty():
         raise MissingUpstreamError("no layer_similarity partitions yet: materialise layer_similarity first")
     scores = compute_eas(similarity, models.reference_model, settings)
-    prompt_files = sorted((ws.artifacts_dir / "prompts").glob("*.parquet"))
-    prompts = pl.concat([pl.read_parquet(f) for f in prompt_files], how="diagonal_relaxed") if prompt_files else pl.DataFrame()
-    accuracy_files = sorted((ws.artifacts_dir / "exit_accuracy").glob("*.parquet"))
-    exit_accuracy = (
-        pl.concat([pl.read_parquet(f) for f in accuracy_files], how="diagonal_relaxed")
-        if accuracy_files else pl.DataFrame(schema=EXIT_ACCURACY_SCHEMA)
-    )
     token_glob = ws.artifacts_dir / TOKEN_STATS / "*.parquet"
     store.publish(
         ws.results_db,
         {
             "models": _models_table(ws, models),
             "workloads": _workloads_table(ws, workloads),
-            "prompts": prompts,
+            "prompts": _concat_partitions(ws, "prompts"),
             "layer_similarity": similarity,
-            "oracle_exits": _concat_partitions(ws, ORACLE_EXITS) if any((ws.artifacts_dir / ORACLE_EXITS).glob("*.parquet")) else pl.DataFrame(schema=ORACLE_SCHEMA),
+            "oracle_exits": _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA),
             "eas_scores": scores,
-            "exit_accuracy": exit_accuracy,
+            "exit_accuracy": _concat_partitions(ws, "exit_accuracy", EXIT_ACCURACY_SCHEMA),
         },
         token_stats_glob=str(token_glob.relative_to(ws.root)) if any(token_glob.parent.glob("*.parquet")) else None,
     )

@@ -6,7 +6,7 @@ from eexit_core.stages import build_eas_scores, eas_table
 from pipelines.resources import EexitResource
 
 
-@dg.asset(group_name="results", kinds={"duckdb"}, deps=["layer_similarity", "oracle_exits", "model_checkpoints", "workload_prompts"])
+@dg.asset(group_name="results", kinds={"duckdb"}, deps=["layer_similarity", "oracle_exits", "exit_accuracy", "model_checkpoints", "workload_prompts"])
 def eas_scores(eexit: EexitResource) -> dg.MaterializeResult:
     """EAS per model × workload × metric × alpha (and per model); publishes the results store."""
     scores = build_eas_scores(eexit.workspace, eexit.score_settings())
@@ -66,3 +66,15 @@ def expected_row_counts(eexit: EexitResource) -> dg.AssetCheckResult:
         except select distinct model_id from eas_scores where workload_id = 'ALL'""")
     passed = layer_gaps.height == 0 and missing_all.height == 0
     return dg.AssetCheckResult(passed=passed, metadata={"partitions_with_wrong_layer_count": layer_gaps.height, "models_without_ALL": missing_all.height})
+
+
+@dg.asset_check(asset=eas_scores, description="exit accuracy in [0, 1], layers used within 1..L, full depth present")
+def exit_accuracy_in_range(eexit: EexitResource) -> dg.AssetCheckResult:
+    bad = _sql(eexit, """
+        select * from exit_accuracy where not (accuracy between 0 and 1)
+            or not (mean_layers >= 1 and mean_layers <= n_layers) or not (skip_ratio between 0 and 1)""")
+    no_full = _sql(eexit, """
+        select model_id, workload_id from exit_accuracy group by 1, 2
+        having count(*) filter (where policy = 'static' and exit_layer = n_layers) <> 1""")
+    return dg.AssetCheckResult(passed=bad.height == 0 and no_full.height == 0,
+                               metadata={"violations": bad.height, "partitions_without_full_depth": no_full.height})

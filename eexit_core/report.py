@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import matplotlib
 
 matplotlib.use("Agg")
@@ -92,6 +93,51 @@ def plot_oracle(oracle: pl.DataFrame, target: Path) -> Path | None:
     return _save(fig, target)
 
 
+_SIGNAL_MARKERS = {"max_prob": "o", "margin": "s", "entropy": "^", "saturation": "D"}
+
+
+def _panels(n: int, width: float = 4.2, height: float = 3.4):
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat
+
+
+def plot_exit_pareto(accuracy: pl.DataFrame, target: Path) -> Path | None:
+    """Accuracy against mean layers used, one panel per model × workload: the static-exit
+    curve, each dynamic policy, the never-exit baseline and the per-item oracle."""
+    if accuracy.is_empty():
+        return None
+    groups = sorted(accuracy.select("model_id", "workload_id").unique().iter_rows())
+    fig, axes = _panels(len(groups))
+    for ax, (model_id, workload_id) in zip(axes, groups):
+        part = accuracy.filter((pl.col("model_id") == model_id) & (pl.col("workload_id") == workload_id))
+        n_layers = int(part["n_layers"][0])
+        static = part.filter(pl.col("policy") == "static").sort("exit_layer")
+        ax.plot(static["mean_layers"] / n_layers, static["accuracy"], color="black", marker=".", label="static exit")
+        for signal, marker in _SIGNAL_MARKERS.items():
+            dyn = part.filter(pl.col("signal") == signal).sort("mean_layers")
+            if dyn.height:
+                ax.plot(dyn["mean_layers"] / n_layers, dyn["accuracy"], marker=marker, linestyle=":", label=signal)
+        for policy, marker, color in (("never_exit", "x", "grey"), ("oracle_item", "*", "red")):
+            row = part.filter(pl.col("policy") == policy)
+            if row.height:
+                ax.scatter(row["mean_layers"] / n_layers, row["accuracy"], marker=marker, s=80, color=color, label=policy, zorder=3)
+        ax.set_title(f"{model_id}\n{workload_id}", fontsize=9)
+        ax.set_xlabel("mean layers used / L")
+        ax.set_ylabel("accuracy")
+        ax.set_xlim(0, 1.05)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.04))
+    fig.tight_layout()
+    return _save(fig, target)
+
+
 def _md_table(frame: pl.DataFrame, digits: int = 3) -> str:
     cols = frame.columns
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
@@ -99,6 +145,66 @@ def _md_table(frame: pl.DataFrame, digits: int = 3) -> str:
         cells = [f"{v:.{digits}f}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]:
+    """RQ3 (Table 1), the dynamic-policy Pareto curves and RQ1, from the exit tables."""
+    accuracy = _read_optional(db_path, "exit_accuracy")
+    if accuracy.is_empty():
+        return ["## Task accuracy under early exit", "No graded workload was evaluated (materialise `exit_accuracy`)."]
+    bounds = _read_optional(db_path, "exit_skip_bounds")
+    correlation = _read_optional(db_path, "similarity_accuracy_correlation")
+    pareto = plot_exit_pareto(accuracy, out_dir / "exit_pareto.png")
+    if pareto is not None:
+        plots.append(pareto)
+    tolerance = float(bounds["tolerance"][0]) if bounds.height else 0.05
+    table1 = bounds.select(
+        "model_id", "workload_id", "n_items", "full_accuracy", "max_skip_ratio", "max_skip_layer", "n_layers",
+        "oracle_item_skip_ratio", "token_oracle_skip_ratio", "token_oracle_speedup", "token_oracle_speedup_with_check", "note",
+    ).sort(["model_id", "workload_id"]) if bounds.height else bounds
+    static = (accuracy.filter(pl.col("policy") == "static")
+              .with_columns((pl.col("model_id") + " × " + pl.col("workload_id")).alias("partition"))
+              .pivot(on="partition", index="exit_layer", values="accuracy").sort("exit_layer"))
+    dynamic = accuracy.filter(pl.col("policy") != "static").select(
+        "model_id", "workload_id", "policy", "accuracy", "baseline_accuracy", "n_items", "mean_layers", "skip_ratio",
+        "ms_per_token", "batch_size",
+    ).sort(["model_id", "workload_id", "policy"])
+    sections = [
+        "## Task accuracy under early exit (RQ3, the paper's Table 1)",
+        f"`max_skip_ratio` is the largest `(L − l)/L` over the evaluated static exit layers whose accuracy stays "
+        f"≥ {1 - tolerance:.0%} of full-depth accuracy (tolerance {tolerance:g}, relative); it is undefined when full depth "
+        "gets nothing right. `oracle_item_skip_ratio`: every item right at full depth exits at its own earliest static "
+        "layer that is still right. `token_oracle_*`: the token-level first-match oracle from `oracle_exits`.",
+        _md_table(table1),
+        "### Accuracy when every token exits at layer l",
+        _md_table(static),
+        "## Dynamic exit policies",
+        "Per-token thresholds on the exit head's `max_prob`, `margin` (top-1 − top-2 probability), `entropy` (nats) "
+        "and hidden-state saturation `cos(h_l, h_{l−1})`; skipped layers' KV filled by state propagation. "
+        "`baseline_accuracy` is the `never_exit` decoding of the same items; `ms_per_token` is realised wall time "
+        "(batch of one for the policies; static generation is batched).",
+        "![accuracy against layers used](exit_pareto.png)",
+        _md_table(dynamic),
+    ]
+    if correlation.height:
+        best = correlation.filter(pl.col("best")).select("scope", "metric", "spearman", "ci_low", "ci_high").sort("scope")
+        sections += [
+            "## Does similarity predict accuracy under early exit? (RQ1)",
+            "Spearman's ρ between `S_l` and accuracy at static exit `l` over every evaluated (workload, layer) point, per "
+            "model and pooled over models; the 95 % interval resamples items (1000 bootstrap draws, S_l held fixed).",
+            _md_table(correlation.select("scope", "metric", "spearman", "ci_low", "ci_high", "n_points", "n_workloads")
+                      .sort(["scope", "metric"])),
+            "Best-predicting metric per scope:",
+            _md_table(best),
+        ]
+    return sections
+
+
+def _read_optional(db_path: Path, table: str) -> pl.DataFrame:
+    try:
+        return store.read_table(db_path, table)
+    except duckdb.CatalogException:  # an older store without the table
+        return pl.DataFrame()
 
 
 def build_report(db_path: Path, out_dir: Path) -> Report:
@@ -147,6 +253,7 @@ def build_report(db_path: Path, out_dir: Path) -> Report:
         "the exit head's cost at every layer up to the exit.",
         _md_table(oracle_table),
         "![oracle speedup](oracle_speedup.png)",
+        *_exit_sections(db_path, out_dir, plots),
         "## Models not measured",
         _md_table(unavailable.select("model_id", "unavailable_reason")) if unavailable.height else "All selected models were available.",
     ]) + "\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +15,7 @@ from eexit_core.adaptability import eas, eas_ideal
 from eexit_core import oracle, store
 from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_json, write_parquet
 from eexit_core.checkpoints import Checkpoint, ModelUnavailableError, load_model, prepare_checkpoint
+from eexit_core.exit_accuracy import ITEM_SCHEMA, SUMMARY_SCHEMA, ExitSweepSettings
 from eexit_core.lens import token_layer_stats
 from eexit_core.provenance import code_version, library_versions
 from eexit_core.registry import (
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 TOKEN_STATS = "token_layer_stats"
 LAYER_SIMILARITY = "layer_similarity"
 ORACLE_EXITS = "oracle_exits"
+EXIT_ACCURACY = "exit_accuracy"
+EXIT_ITEMS = "exit_items"
 
 
 class MissingUpstreamError(FileNotFoundError):
@@ -246,6 +249,83 @@ def build_oracle_exits(ws: Workspace, model: ModelEntry, workload_id: str, *, ti
     return table
 
 
+# --- exit_accuracy [m × graded w] ----------------------------------------------------
+
+
+def exit_code_version() -> str:
+    """Checksum of the code behind exit accuracy: a change invalidates stored results."""
+    from eexit_core import adapters, early_exit, exit_accuracy, grading, sandbox
+
+    return sha256_text(*(Path(m.__file__).read_text() for m in (adapters, early_exit, exit_accuracy, grading, sandbox)))[:16]
+
+
+def _exit_items(ws: Workspace, workload: WorkloadEntry, settings: ExitSweepSettings) -> tuple[list, str]:
+    from eexit_core.grading import graded_items
+    from eexit_core.workloads import load_prompts
+
+    if workload.grader == "none":
+        raise ValueError(f"workload {workload.workload_id!r} has no grader; exit accuracy needs a graded workload")
+    prompts = load_prompts(workload, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads",
+                           n_prompts=settings.items_needed(workload.grader))
+    items = graded_items(prompts, workload.grader)
+    return items, sha256_text(*(f"{i.prompt_id}\x00{i.prompt}\x00{i.reference}" for i in items))
+
+
+def _exit_meta(ws: Workspace, model_id: str, workload: WorkloadEntry, items_checksum: str, settings: ExitSweepSettings) -> dict:
+    record = json.loads(_require(ws.checkpoint_record(model_id), "model_checkpoints", model_id).read_text())
+    return {
+        "partition": f"{model_id}|{workload.workload_id}",
+        "exit_code_version": exit_code_version(),
+        "model_checksum": record.get("checksum"),
+        "workload_checksum": items_checksum,
+        "seed": workload.seed,
+        "settings": json.dumps(asdict(settings), sort_keys=True),
+        "code_version": code_version(),
+    }
+
+
+def exit_accuracy_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: ExitSweepSettings) -> bool:
+    """True when stored exit accuracy came from the current checkpoint, items, code and settings."""
+    path = ws.partition_path(EXIT_ACCURACY, model_id, workload.workload_id)
+    if not (path.is_file() and ws.checkpoint_record(model_id).is_file()):
+        return False
+    stored = read_parquet_metadata(path)
+    try:
+        _, checksum = _exit_items(ws, workload, settings)
+    except (ValueError, FileNotFoundError):
+        return False
+    current = _exit_meta(ws, model_id, workload, checksum, settings)
+    return all(stored.get(k) == current[k] for k in ("exit_code_version", "model_checksum", "workload_checksum", "settings"))
+
+
+def build_exit_accuracy(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
+                        settings: ExitSweepSettings = ExitSweepSettings(), device: str = "cpu",
+                        progress=None) -> pl.DataFrame:
+    """Static exits, dynamic policies and the per-item oracle of one model on one graded
+    workload: the `exit_accuracy` summary and the per-item `exit_items` table."""
+    from eexit_core.exit_accuracy import evaluate_exits
+
+    items, checksum = _exit_items(ws, workload, settings)
+    checkpoint = read_checkpoint(ws, model.model_id)
+    lm, tokenizer = load_model(checkpoint, device=device)
+    per_item, summary = evaluate_exits(lm, tokenizer, items, settings, progress=progress or log.info)
+    meta = _exit_meta(ws, model.model_id, workload, checksum, settings)
+    keys = [pl.lit(model.model_id).alias("model_id"), pl.lit(workload.workload_id).alias("workload_id")]
+    provenance = _provenance_columns(meta)
+    by_id = {i.prompt_id: i for i in items}
+    per_item = per_item.with_columns(
+        *keys, *provenance,
+        pl.col("prompt_id").replace_strict({k: v.prompt for k, v in by_id.items()}, return_dtype=pl.String).alias("prompt"),
+        pl.col("prompt_id").replace_strict({k: v.reference for k, v in by_id.items()}, return_dtype=pl.String).alias("reference"),
+    ).select("model_id", "workload_id", pl.exclude("model_id", "workload_id"))
+    summary = summary.with_columns(*keys, pl.lit(workload.grader).alias("grader"), *provenance).select(
+        "model_id", "workload_id", pl.exclude("model_id", "workload_id"))
+    # items first: the summary's presence is what marks the partition done
+    write_parquet(per_item, ws.partition_path(EXIT_ITEMS, model.model_id, workload.workload_id), metadata=meta)
+    write_parquet(summary, ws.partition_path(EXIT_ACCURACY, model.model_id, workload.workload_id), metadata=meta)
+    return summary
+
+
 # --- eas_scores: the step that owns the results store --------------------------------
 
 
@@ -254,6 +334,8 @@ class ScoreSettings:
     alphas: tuple[float, ...] = (0.25, 0.5, 0.75)
     metrics: tuple[str, ...] = SIMILARITY_METRICS
     fallback_reference: str | None = None
+    tolerance: float = 0.05  # relative accuracy loss for the max skip ratio (exit_skip_bounds)
+    seed: int = 0  # bootstrap seed of the RQ1 intervals
 
 
 def _concat_partitions(ws: Workspace, asset: str, empty_schema: dict | None = None) -> pl.DataFrame:
@@ -346,10 +428,23 @@ ORACLE_SCHEMA = {
     "speedup_bound_with_check": pl.Float64, "check_cost_frac": pl.Float64, "n_tokens": pl.Int64,
 }
 
-EXIT_ACCURACY_SCHEMA = {
-    "model_id": pl.String, "workload_id": pl.String, "policy": pl.String, "exit_layer": pl.Int32,
-    "accuracy": pl.Float64, "skip_ratio": pl.Float64, "n_items": pl.Int64,
-}
+EXIT_ACCURACY_SCHEMA = {"model_id": pl.String, "workload_id": pl.String, **SUMMARY_SCHEMA, "grader": pl.String}
+EXIT_ITEMS_SCHEMA = {"model_id": pl.String, "workload_id": pl.String, **ITEM_SCHEMA}
+
+
+def exit_tables(ws: Workspace, similarity: pl.DataFrame, settings: ScoreSettings) -> dict[str, pl.DataFrame]:
+    """Exit accuracy, its per-item rows, the max-skip table (RQ3) and RQ1's correlations."""
+    from eexit_core.predictiveness import similarity_accuracy_correlation, skip_table
+
+    accuracy = _concat_partitions(ws, EXIT_ACCURACY, EXIT_ACCURACY_SCHEMA)
+    items = _concat_partitions(ws, EXIT_ITEMS, EXIT_ITEMS_SCHEMA)
+    metrics = [m for m in settings.metrics if m in similarity.columns]
+    return {
+        "exit_accuracy": accuracy,
+        "exit_items": items,
+        "exit_skip_bounds": skip_table(accuracy, _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA), settings.tolerance),
+        "similarity_accuracy_correlation": similarity_accuracy_correlation(similarity, items, metrics, seed=settings.seed),
+    }
 
 
 def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings()) -> pl.DataFrame:
@@ -369,7 +464,7 @@ def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings()) -
             "layer_similarity": similarity,
             "oracle_exits": _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA),
             "eas_scores": scores,
-            "exit_accuracy": _concat_partitions(ws, "exit_accuracy", EXIT_ACCURACY_SCHEMA),
+            **exit_tables(ws, similarity, settings),
         },
         token_stats_glob=str(token_glob.relative_to(ws.root)) if any(token_glob.parent.glob("*.parquet")) else None,
     )

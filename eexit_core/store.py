@@ -22,6 +22,10 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "oracle_exits": ("model_id", "workload_id", "criterion"),
     "eas_scores": ("model_id", "workload_id", "metric", "alpha"),
     "exit_accuracy": ("model_id", "workload_id", "policy", "exit_layer"),
+    # beyond the contract
+    "exit_items": ("model_id", "workload_id", "policy", "exit_layer", "prompt_id"),
+    "exit_skip_bounds": ("model_id", "workload_id"),
+    "similarity_accuracy_correlation": ("scope", "metric"),
 }
 TOKEN_STATS_VIEW = "token_layer_stats"
 

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from assets import activations, models, oracle, report, scores, similarity, workloads
+from assets import activations, exits, models, oracle, report, scores, similarity, workloads
 from pipelines.partitions import deployment
 from pipelines.resources import resources_for
 
-_MODULES = [workloads, models, activations, similarity, oracle, scores, report]
+_MODULES = [workloads, models, activations, similarity, oracle, exits, scores, report]
 
 # One partition at a time locally: torch already uses every core for one model.
 _EXECUTOR = (

@@ -58,6 +58,18 @@ model_workload_partitions = dg.MultiPartitionsDefinition(
 )
 
 
+def selected_graded_workload_ids(ws: Workspace) -> list[str]:
+    """The selected workloads that have a grader: exit accuracy runs only on these."""
+    _, workloads = registries(ws)
+    return [w for w in selected_workload_ids(ws) if workloads.get(w).grader != "none"]
+
+
+graded_workload_partitions = dg.StaticPartitionsDefinition(selected_graded_workload_ids(_WS))
+model_graded_partitions = dg.MultiPartitionsDefinition(
+    {"model": model_partitions, "workload": graded_workload_partitions}
+)
+
+
 def model_workload_key(model_id: str, workload_id: str) -> str:
     """The partition key string Dagster uses for a model × workload pair."""
     return str(dg.MultiPartitionKey({"model": model_id, "workload": workload_id}))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 
+from eexit_core.exit_accuracy import ExitSweepSettings
 from eexit_core.stages import LensSettings, ScoreSettings
 from eexit_core.workspace import Workspace
 
@@ -22,6 +24,10 @@ class EexitResource(dg.ConfigurableResource):
     alphas: list[float] = [0.25, 0.5, 0.75]
     fallback_reference: str = "smollm2-135m-instruct"
     stats: list[str] | None = None
+    # "cpu": subsampled items and strided layers, sized for `make run` on a laptop;
+    # "full": every item and layer, five thresholds per exit signal (GPU runs)
+    exit_sweep: str = "cpu"
+    tolerance: float = 0.05
 
     @property
     def workspace(self) -> Workspace:
@@ -32,7 +38,13 @@ class EexitResource(dg.ConfigurableResource):
                             stats=tuple(self.stats) if self.stats else None)
 
     def score_settings(self) -> ScoreSettings:
-        return ScoreSettings(alphas=tuple(self.alphas), fallback_reference=self.fallback_reference)
+        return ScoreSettings(alphas=tuple(self.alphas), fallback_reference=self.fallback_reference, tolerance=self.tolerance)
+
+    def exit_settings(self) -> ExitSweepSettings:
+        if self.exit_sweep not in ("cpu", "full"):
+            raise ValueError(f"exit_sweep must be 'cpu' or 'full', got {self.exit_sweep!r} (EEXIT_EXIT_SWEEP)")
+        base = ExitSweepSettings.full() if self.exit_sweep == "full" else ExitSweepSettings()
+        return replace(base, tolerance=self.tolerance)
 
 
 def _stats_from_env() -> list[str] | None:
@@ -41,8 +53,20 @@ def _stats_from_env() -> list[str] | None:
     return [name.strip() for name in raw.split(",") if name.strip()] if raw else None
 
 
+def _tolerance_from_env() -> float:
+    raw = os.environ.get("EEXIT_TOLERANCE", "0.05")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"EEXIT_TOLERANCE must be a number such as 0.05, got {raw!r}") from None
+    if not 0 <= value < 1:
+        raise ValueError(f"EEXIT_TOLERANCE is a relative accuracy loss in [0, 1), got {value}")
+    return value
+
+
 def local_resources() -> dict[str, object]:
-    return {"eexit": EexitResource(root=str(Workspace.default().root), device="cpu", batch_size=8, stats=_stats_from_env())}
+    return {"eexit": EexitResource(root=str(Workspace.default().root), device="cpu", batch_size=8, stats=_stats_from_env(),
+                                   exit_sweep=os.environ.get("EEXIT_EXIT_SWEEP", "cpu"), tolerance=_tolerance_from_env())}
 
 
 def cluster_resources() -> dict[str, object]:
@@ -53,6 +77,8 @@ def cluster_resources() -> dict[str, object]:
             batch_size=int(os.environ.get("EEXIT_BATCH_SIZE", "4")),
             allow_download=os.environ.get("EEXIT_ALLOW_DOWNLOAD", "0") == "1",
             stats=_stats_from_env(),
+            exit_sweep=os.environ.get("EEXIT_EXIT_SWEEP", "full"),
+            tolerance=_tolerance_from_env(),
         )
     }
 

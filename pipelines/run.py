@@ -5,12 +5,14 @@
     python -m pipelines.run --force            # recompute token stats even where fresh
 
 Stages: prompts (workload_prompts), checkpoints (model_checkpoints), stats
-(token_layer_stats), results (layer_similarity, oracle_exits, eas_scores, factor_report).
+(token_layer_stats), exits (exit_accuracy, graded workloads only), results
+(layer_similarity, oracle_exits, eas_scores, factor_report).
 
 Each partition runs as a Dagster run in the instance under $DAGSTER_HOME (default
 `.dagster/`), so `dagster dev` shows the history. A failing partition (an unavailable
 model, a bad prompt) is reported and skipped; the rest complete. Token stats that are
-fresh (same checkpoint, prompts and lens code) are not recomputed, so a rerun after an
+fresh (same checkpoint, prompts and lens code) are not recomputed, nor is fresh exit
+accuracy (same checkpoint, items, code and sweep settings), so a rerun after an
 interruption finishes only what is missing.
 """
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from eexit_core.workspace import Workspace
 
-STAGES = ("prompts", "checkpoints", "stats", "results")
+STAGES = ("prompts", "checkpoints", "stats", "exits", "results")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -91,14 +93,14 @@ def _available_models(ws: Workspace, model_ids: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
-    parser.add_argument("--force", action="store_true", help="recompute fresh token stats too")
+    parser.add_argument("--force", action="store_true", help="recompute fresh token stats and exit accuracy too")
     args = parser.parse_args(argv)
     stages_to_run = STAGES if args.stage == "all" else (args.stage,)
 
     from transformers.utils import logging as hf_logging
 
     from eexit_core import stages
-    from pipelines.partitions import model_partitions, model_workload_key, workload_partitions
+    from pipelines.partitions import graded_workload_partitions, model_partitions, model_workload_key, workload_partitions
 
     hf_logging.disable_progress_bar()
     ws = Workspace.default()
@@ -142,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             runner.run(selection, model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}{note}")
 
+    if "exits" in stages_to_run:
+        _run_exits(runner, ws, models, [w for w in graded_workload_partitions.get_partition_keys() if w in workloads],
+                   workload_registry, force=args.force)
+
     ok = True
     if "results" in stages_to_run:
         print("eas_scores → factor_report", flush=True)
@@ -154,6 +160,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {line}", file=sys.stderr)
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
     return 0 if ok else 1
+
+
+def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[str], workload_registry, *, force: bool) -> None:
+    from eexit_core import stages
+    from pipelines.partitions import model_workload_key
+
+    if not graded:
+        return
+    settings = runner.resources["eexit"].exit_settings()
+    print(f"exit_accuracy ({runner.resources['eexit'].exit_sweep} sweep)", flush=True)
+    for model_id in models:
+        for workload_id in graded:
+            workload = workload_registry.get(workload_id)
+            if not force and stages.exit_accuracy_fresh(ws, model_id, workload, settings):
+                print(f"  {model_id} × {workload_id} (exits fresh)", flush=True)
+                continue
+            runner.run(["exit_accuracy"], model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}")
 
 
 def _print_scores(ws: Workspace) -> None:

@@ -80,3 +80,36 @@ def test_eas_on_three_short_prompts(embedded):
         # SPEC §1: SmolLM2's raw logit cosines sit near -0.5, so raw-cosine EAS collapses
         raw = eas(similarity_curve(layer_means(frame, model.config.num_hidden_layers), "logit_cos_raw"))
         assert raw < 0.05
+
+
+def test_full_depth_exit_decoding_matches_transformers_generate(embedded):
+    """Our decoding loops at full depth reproduce the model's own greedy `generate`, and a
+    static exit below full depth changes the continuation (real weights, real tokenizer)."""
+    from eexit_core.early_exit import generate_dynamic, generate_static
+
+    _, model, tokenizer = embedded
+    prompt = PROMPTS[1]
+    enc = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        reference = model.generate(**enc, max_new_tokens=8, do_sample=False, temperature=None, top_p=None, top_k=None)
+    want = reference[0, enc.input_ids.shape[1]:].tolist()
+    n_layers = model.config.num_hidden_layers
+    assert generate_dynamic(model, tokenizer, prompt, None, max_new_tokens=8).token_ids == want[: len(want)]
+    assert generate_static(model, tokenizer, [prompt], n_layers, max_new_tokens=8)[0].token_ids == want
+    assert generate_static(model, tokenizer, [prompt], n_layers // 3, max_new_tokens=8)[0].token_ids != want
+
+
+def test_choice_logprobs_at_full_depth_match_the_model_logits(embedded):
+    from eexit_core.early_exit import choice_logprobs_by_layer
+
+    _, model, tokenizer = embedded
+    context, choices = "Q: Is Paris the capital of France?\nA:", ["Yes", "No"]
+    by_layer = choice_logprobs_by_layer(model, tokenizer, context, choices)
+    ctx = tokenizer(context)["input_ids"]
+    for i, choice in enumerate(choices):
+        cont = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ctx + cont])).logits[0].double()
+        logp = torch.log_softmax(logits, -1)
+        want = sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+        assert float(by_layer[i, -1]) == pytest.approx(want, abs=2e-4)

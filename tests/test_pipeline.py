@@ -24,7 +24,7 @@ def test_definitions_load_and_resolve():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {
         "workload_prompts", "model_checkpoints", "token_layer_stats", "layer_similarity",
-        "oracle_exits", "eas_scores", "factor_report",
+        "oracle_exits", "exit_accuracy", "eas_scores", "factor_report",
     }
     graph = defs.resolve_asset_graph()
     assert len(list(graph.asset_check_keys)) >= 4
@@ -32,6 +32,10 @@ def test_definitions_load_and_resolve():
     assert stats.partitions_def is not None
     dims = {d.name for d in stats.partitions_def.partitions_defs}
     assert dims == {"model", "workload"}
+    # exit accuracy runs on graded workloads only
+    exits = defs.resolve_assets_def("exit_accuracy").partitions_def
+    graded = {k.keys_by_dimension["workload"] for k in exits.get_partition_keys()}
+    assert graded == {"humaneval", "gsm-symbolic", "strategyqa"}
     defs.resolve_implicit_global_asset_job_def()
 
 
@@ -143,6 +147,15 @@ def test_end_to_end_run_skips_the_unavailable_model(tiny_workspace):
         assert bad == 0
         # relative to the reference model, which is itself: exactly 1
         assert _one(con, "select min(eas_relative), max(eas_relative) from eas_scores") == (1.0, 1.0)
+        # exit accuracy on the graded workload only: static exits at every layer of 4, the
+        # never-exit baseline, four dynamic policies and the per-item oracle
+        static = con.sql("select exit_layer from exit_accuracy where policy = 'static' order by 1").fetchall()
+        assert static == [(1,), (2,), (3,), (4,)]
+        assert _one(con, "select count(distinct workload_id) from exit_accuracy")[0] == 1
+        assert _one(con, "select count(*) from exit_accuracy where signal is not null")[0] == 4
+        assert _one(con, "select count(*) from exit_accuracy where policy in ('never_exit', 'oracle_item')")[0] == 2
+        assert _one(con, "select count(*) from exit_items where policy = 'static'")[0] == 4 * 6
+        assert _one(con, "select count(*) from exit_skip_bounds")[0] == 1
     finally:
         con.close()
     os.chdir(tiny_workspace)  # the token stats view is relative to the project root
@@ -156,6 +169,8 @@ def test_end_to_end_run_skips_the_unavailable_model(tiny_workspace):
         os.chdir(REPO)
     report = (tiny_workspace / "data" / "reports" / "factor_report.md").read_text()
     assert "tiny-llama" in report and "hub-only" in report
+    assert "Task accuracy under early exit" in report and "Dynamic exit policies" in report
+    assert (tiny_workspace / "data" / "reports" / "exit_pareto.png").stat().st_size > 1000
     assert (tiny_workspace / "data" / "reports" / "similarity_curves.png").stat().st_size > 1000
 
 
@@ -166,7 +181,7 @@ def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
     mtime = stats_file.stat().st_mtime_ns
     result = _run(tiny_workspace)
     assert result.returncode == 0
-    assert "(stats fresh)" in result.stdout
+    assert "(stats fresh)" in result.stdout and "(exits fresh)" in result.stdout
     assert stats_file.stat().st_mtime_ns == mtime
     after = duckdb.connect(str(db), read_only=True).sql("select * from eas_scores order by all").fetchall()
     assert after == before

@@ -1,0 +1,35 @@
+import warnings
+
+import dagster as dg
+
+from eexit_core.stages import build_exit_accuracy, registries
+from pipelines.partitions import model_graded_partitions
+from pipelines.resources import EexitResource
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    _UPSTREAM = [
+        dg.AssetDep("model_checkpoints", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("model")),
+    ]
+
+
+@dg.asset(
+    partitions_def=model_graded_partitions,
+    group_name="measurements",
+    kinds={"parquet", "pytorch"},
+    deps=_UPSTREAM,
+)
+def exit_accuracy(context: dg.AssetExecutionContext, eexit: EexitResource) -> dg.MaterializeResult:
+    """Task accuracy when tokens exit early: static exits, dynamic policies, per-item oracle."""
+    keys = context.partition_key.keys_by_dimension
+    models, workloads = registries(eexit.workspace)
+    summary = build_exit_accuracy(
+        eexit.workspace, models.get(keys["model"]), workloads.get(keys["workload"]),
+        eexit.exit_settings(), device=eexit.device, progress=context.log.info,
+    )
+    full = summary.filter((summary["policy"] == "static") & (summary["exit_layer"] == summary["n_layers"]))
+    return dg.MaterializeResult(metadata={
+        "rows": summary.height,
+        "full_depth_accuracy": float(full["accuracy"][0]) if full.height else None,
+        "n_items": int(full["n_items"][0]) if full.height else 0,
+    })

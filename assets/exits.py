@@ -23,9 +23,14 @@ def exit_accuracy(context: dg.AssetExecutionContext, eexit: EexitResource) -> dg
     """Task accuracy when tokens exit early: static exits, dynamic policies, per-item oracle."""
     keys = context.partition_key.keys_by_dimension
     models, workloads = registries(eexit.workspace)
+
+    def progress(message: str) -> None:
+        context.log.info(message)
+        print(f"    {message}", flush=True)  # the runner's console shows Dagster warnings only
+
     summary = build_exit_accuracy(
         eexit.workspace, models.get(keys["model"]), workloads.get(keys["workload"]),
-        eexit.exit_settings(), device=eexit.device, progress=context.log.info,
+        eexit.exit_settings(), device=eexit.device, progress=progress,
     )
     full = summary.filter((summary["policy"] == "static") & (summary["exit_layer"] == summary["n_layers"]))
     return dg.MaterializeResult(metadata={

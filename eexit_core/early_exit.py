@@ -70,17 +70,23 @@ class ExitPolicy:
         return self.check_layers is None or layer in self.check_layers
 
 
+def signal_values(signal: str, logits: torch.Tensor | None, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """The confidence signal of each row (leading dims) at one layer, in float64."""
+    if signal == "saturation":
+        a, b = hidden.double(), previous.double()
+        return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)
+    assert logits is not None
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    if signal == "entropy":
+        return -(logp.exp() * logp).sum(-1)
+    top = torch.topk(logp, 2, dim=-1).values.exp()
+    return top[..., 0] if signal == "max_prob" else top[..., 0] - top[..., 1]
+
+
 def signal_value(signal: str, logits: torch.Tensor | None, hidden: torch.Tensor, previous: torch.Tensor) -> float:
     """The confidence signal of one token at one layer (float64 arithmetic)."""
-    if signal == "saturation":
-        a, b = hidden.double().flatten(), previous.double().flatten()
-        return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300))
-    assert logits is not None
-    logp = torch.log_softmax(logits.double().flatten(), dim=-1)
-    if signal == "entropy":
-        return float(-(logp.exp() * logp).sum())
-    top = torch.topk(logp, 2).values.exp()
-    return float(top[0]) if signal == "max_prob" else float(top[0] - top[1])
+    flat = None if logits is None else logits.flatten()
+    return float(signal_values(signal, flat, hidden.flatten(), previous.flatten()))
 
 
 # --- block patching ----------------------------------------------------------------------
@@ -390,12 +396,18 @@ def choice_logprobs_by_layer(model: nn.Module, tokenizer, context: str, choices:
             handle.remove()
     if len(picked) != head.n_layers:
         raise RuntimeError(f"captured {len(picked)} of {head.n_layers} blocks; the exit head's block list is wrong")
-    hidden = torch.stack(picked)  # [L, P, d]
-    logp = torch.log_softmax(head.logits(hidden).double(), dim=-1)  # [L, P, V]
-    token_logp = logp.gather(-1, targets[None, :, None].expand(head.n_layers, -1, 1))[..., 0]  # [L, P]
     out = torch.zeros((len(choices), head.n_layers), dtype=torch.float64, device=device)
-    out.index_add_(0, rows_index, token_logp.t())
+    for layer, hidden in enumerate(picked):  # one layer at a time: P × V, never L × P × V
+        out[:, layer].index_add_(0, rows_index, _target_logprobs(head.logits(hidden), targets))
     return out.cpu()
+
+
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per row, float64 result: z_target − logsumexp(z). The logsumexp runs
+    in the logits' precision (max-shifted, so float32 is accurate to ~1e-6) instead of a
+    float64 copy of a whole vocabulary-wide log-softmax."""
+    chosen = logits.gather(-1, targets[..., None])[..., 0].double()
+    return chosen - torch.logsumexp(logits.float(), dim=-1).double()
 
 
 @dataclass(frozen=True)
@@ -403,50 +415,90 @@ class ChoiceScores:
     """Log-likelihood of each choice under a dynamic exit rule, and the layers it used."""
 
     logprobs: list[float]
-    exit_layers: list[int]  # one per scored position, over all choices
+    exit_layers: list[int]  # one per scored position of each choice, choice by choice
     seconds: float
 
 
 @torch.inference_mode()
 def choice_logprobs_dynamic(model: nn.Module, tokenizer, context: str, choices: Sequence[str],
                             policy: ExitPolicy | None, head: ExitHead | None = None) -> ChoiceScores:
-    """Teacher-forced scoring where each position predicting a choice token exits by `policy`.
+    """Teacher-forced scoring where each position predicting a choice token exits by `policy`."""
+    return choice_logprobs_policies(model, tokenizer, context, choices, [policy], head)[0]
 
-    The context minus its last token is prefilled at full depth; the last context token
-    and the choice tokens are then fed one at a time, as in decoding. Positions shared by
-    all choices (the one predicting the first choice token) are run once.
+
+@torch.inference_mode()
+def choice_logprobs_policies(model: nn.Module, tokenizer, context: str, choices: Sequence[str],
+                             policies: Sequence[ExitPolicy | None], head: ExitHead | None = None) -> list[ChoiceScores]:
+    """`choice_logprobs_dynamic` under several policies, sharing one prefill.
+
+    The context minus its last token is prefilled once at full depth (identical for
+    every policy). Then, per policy, the scored positions (the last context token and
+    every choice token but the last) of all choices run in one forward pass over a copy
+    of that cache, one row per choice, layer by layer: a position whose signal passes
+    after a candidate layer is frozen there, so every later block gets its exit state
+    as input (its keys and values come from the exit state: state propagation) and
+    passes it through unchanged. That is exactly token-by-token decoding with state
+    propagation (tested against it), in one pass. Exits here save no compute, so
+    `seconds` is not a realised per-token cost.
     """
     from transformers import DynamicCache
 
     head = head or resolve_exit_head(model)
     context_ids, continuations = _choice_ids(tokenizer, context, choices)
     device = next(model.parameters()).device
-    control = _DynamicExit(head, policy) if policy is not None else None
-    patches = _patched(head.blocks, control.make) if control is not None else contextlib.nullcontext()
-    layers: list[int] = []
+    n = len(continuations)
+    width = max(len(c) for c in continuations)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # row b: the last context token, then choice b's tokens but its last; right padding is
+    # causal-safe (a real position never attends to a later pad)
+    rows = torch.full((n, width), pad, dtype=torch.long)
+    for b, continuation in enumerate(continuations):
+        rows[b, : len(continuation)] = torch.tensor([context_ids[-1], *continuation[:-1]])
+    real = torch.zeros((n, width), dtype=torch.bool)
+    targets = torch.zeros((n, width), dtype=torch.long)
+    for b, continuation in enumerate(continuations):
+        real[b, : len(continuation)] = True
+        targets[b, : len(continuation)] = torch.tensor(continuation)
+    real_on, targets = real.to(device), targets.to(device)
+    prefilled = DynamicCache(config=model.config)
+    context = torch.tensor([context_ids[:-1]] * n, device=device)
+    model(input_ids=context, **_cache_kw(model, prefilled), use_cache=True, logits_to_keep=1)
+    results = []
+    for policy in policies:
+        freezer = _FrozenRows(head, policy, (n, width), device)
+        started = time.perf_counter()
+        with _patched(head.blocks, freezer.make):
+            logits = model(input_ids=rows.to(device), **_cache_kw(model, copy.deepcopy(prefilled)), use_cache=True).logits
+        seconds = time.perf_counter() - started
+        token_logp = _target_logprobs(logits, targets).masked_fill(~real_on, 0.0)
+        scores = token_logp.sum(-1).tolist()
+        layers = freezer.exit_layer[real_on].tolist()
+        results.append(ChoiceScores(scores, [int(l) for l in layers], seconds))
+    return results
 
-    def step(cache, token: int) -> torch.Tensor:
-        if control is not None:
-            control.active = True
-        try:
-            logits = model(input_ids=torch.tensor([[token]], device=device), **_cache_kw(model, cache), use_cache=True).logits[0, -1]
-        finally:
-            if control is not None:
-                control.active = False
-        layers.append(control.layers_used() if control is not None else head.n_layers)
-        return torch.log_softmax(logits.double(), -1)
 
-    started = time.perf_counter()
-    with patches:
-        cache = DynamicCache(config=model.config)
-        model(input_ids=torch.tensor([context_ids[:-1]], device=device), **_cache_kw(model, cache), use_cache=True, logits_to_keep=1)
-        first = step(cache, context_ids[-1])
-        scores: list[float] = []
-        for continuation in continuations:
-            total = float(first[continuation[0]])
-            if len(continuation) > 1:
-                branch = copy.deepcopy(cache)
-                for prev, target in zip(continuation[:-1], continuation[1:]):
-                    total += float(step(branch, prev)[target])
-            scores.append(total)
-    return ChoiceScores(scores, layers, time.perf_counter() - started)
+class _FrozenRows:
+    """Per-position exits inside one multi-position forward pass (teacher forcing)."""
+
+    def __init__(self, head: ExitHead, policy: ExitPolicy | None, shape: tuple[int, int], device) -> None:
+        self.head, self.policy = head, policy
+        self.frozen = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.exit_layer = torch.full(shape, head.n_layers, dtype=torch.long, device=device)
+
+    def make(self, i: int, original: BlockForward) -> BlockForward:
+        layer = i + 1
+
+        def forward(hidden_states: torch.Tensor, *args, **kwargs):
+            out = original(hidden_states, *args, **kwargs)
+            hidden = torch.where(self.frozen[..., None], hidden_states, _hidden_of(out))
+            policy = self.policy
+            if policy is not None and policy.candidate(layer, self.head.n_layers):
+                logits = None if policy.signal == "saturation" else self.head.logits(hidden)
+                values = signal_values(policy.signal, logits, hidden, hidden_states)
+                passes = (values <= policy.threshold) if policy.signal == "entropy" else (values >= policy.threshold)
+                newly = passes & ~self.frozen
+                self.exit_layer[newly] = layer
+                self.frozen |= newly
+            return _like(out, hidden)
+
+        return forward

@@ -65,10 +65,14 @@ def similarity_accuracy_correlation(layer_similarity: pl.DataFrame, exit_items: 
     """RQ1: does S_l rank the exit layers the way task accuracy does?
 
     Points are (model, workload, static exit layer): x = S_l of that model × workload,
-    y = accuracy at exit l. The interval resamples items within each model × workload
-    (S_l held fixed) and takes the 2.5 and 97.5 percentiles.
+    y = accuracy at exit l. A model × workload whose accuracy is the same at every
+    evaluated layer (typically 0: a small model that never solves the task) says nothing
+    about which layers are better and is left out; `n_workloads` counts those kept. The
+    interval resamples items within each model × workload (S_l held fixed) and takes the
+    2.5 and 97.5 percentiles.
     """
     correctness = _correctness(exit_items) if not exit_items.is_empty() else {}
+    correctness = {k: v for k, v in correctness.items() if np.ptp(v[1].mean(axis=0)) > 0}
     if not correctness:
         return pl.DataFrame(schema=CORRELATION_SCHEMA)
     rng = np.random.default_rng(seed)
@@ -109,12 +113,32 @@ SKIP_SCHEMA = {
     "static_speedup": pl.Float64, "oracle_item_skip_ratio": pl.Float64, "oracle_item_speedup": pl.Float64,
     "best_policy": pl.String, "best_policy_skip_ratio": pl.Float64, "best_policy_relative_accuracy": pl.Float64,
     "best_policy_realised_speedup": pl.Float64, "token_oracle_skip_ratio": pl.Float64,
-    "token_oracle_speedup": pl.Float64, "token_oracle_speedup_with_check": pl.Float64, "note": pl.String,
+    "token_oracle_speedup": pl.Float64, "token_oracle_speedup_with_check": pl.Float64,
+    "chance_accuracy": pl.Float64, "above_chance_p": pl.Float64, "note": pl.String,
 }
 
+SIGNIFICANCE = 0.05
 
-def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, tolerance: float = 0.05) -> pl.DataFrame:
-    """RQ3, the paper's Table 1 per model × workload."""
+
+def _chance(exit_items: pl.DataFrame | None, model_id: str, workload_id: str) -> float | None:
+    """Accuracy of guessing among the choices (multiple choice only)."""
+    if exit_items is None or exit_items.is_empty():
+        return None
+    lists = exit_items.filter((pl.col("model_id") == model_id) & (pl.col("workload_id") == workload_id)
+                              & (pl.col("policy") == STATIC) & pl.col("choice_logprobs").is_not_null())
+    if lists.is_empty():
+        return None
+    per_item = lists.unique("prompt_id")["choice_logprobs"].list.len()
+    return float((1.0 / per_item).mean())
+
+
+def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, tolerance: float = 0.05,
+               exit_items: pl.DataFrame | None = None) -> pl.DataFrame:
+    """RQ3, the paper's Table 1 per model × workload. For multiple choice, a one-sided
+    binomial test says whether full depth beats guessing; if not, the skip ratio only
+    measures noise, and the note says so."""
+    from scipy.stats import binomtest
+
     rows = []
     if exit_accuracy.is_empty():
         return pl.DataFrame(schema=SKIP_SCHEMA)
@@ -126,6 +150,15 @@ def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, toleranc
         token = oracle_exits.filter((pl.col("model_id") == model_id) & (pl.col("workload_id") == workload_id)
                                     & (pl.col("criterion") == "first")) if not oracle_exits.is_empty() else oracle_exits
         full_items = part.filter((pl.col("policy") == STATIC) & (pl.col("exit_layer") == n_layers))
+        chance = _chance(exit_items, model_id, workload_id)
+        p_value = None
+        note = bound.note
+        if chance is not None and full_items.height:
+            p_value = float(binomtest(int(full_items["n_correct"][0]), int(full_items["n_items"][0]), chance,
+                                      alternative="greater").pvalue)
+            if p_value > SIGNIFICANCE:
+                note = (f"{note}; " if note else "") + (
+                    f"full depth is not above chance {chance:.2f} (p = {p_value:.2f}): the skip ratio measures noise")
         rows.append({
             "model_id": model_id, "workload_id": workload_id, "grader": part["grader"][0] if "grader" in part.columns else None,
             "n_layers": n_layers, "n_items": int(full_items["n_items"][0]) if full_items.height else None,
@@ -138,7 +171,7 @@ def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, toleranc
             "token_oracle_skip_ratio": float(token["skip_ratio"][0]) if token.height else None,
             "token_oracle_speedup": float(token["speedup_bound"][0]) if token.height else None,
             "token_oracle_speedup_with_check": float(token["speedup_bound_with_check"][0]) if token.height and "speedup_bound_with_check" in token.columns else None,
-            "note": bound.note,
+            "chance_accuracy": chance, "above_chance_p": p_value, "note": note,
         })
     return pl.DataFrame(rows, schema=SKIP_SCHEMA)
 

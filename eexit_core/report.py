@@ -160,7 +160,8 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
     tolerance = float(bounds["tolerance"][0]) if bounds.height else 0.05
     table1 = bounds.select(
         "model_id", "workload_id", "n_items", "full_accuracy", "max_skip_ratio", "max_skip_layer", "n_layers",
-        "oracle_item_skip_ratio", "token_oracle_skip_ratio", "token_oracle_speedup", "token_oracle_speedup_with_check", "note",
+        "oracle_item_skip_ratio", "token_oracle_skip_ratio", "token_oracle_speedup", "token_oracle_speedup_with_check",
+        "chance_accuracy", "note",
     ).sort(["model_id", "workload_id"]) if bounds.height else bounds
     static = (accuracy.filter(pl.col("policy") == "static")
               .with_columns((pl.col("model_id") + " × " + pl.col("workload_id")).alias("partition"))
@@ -174,7 +175,9 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
         f"`max_skip_ratio` is the largest `(L − l)/L` over the evaluated static exit layers whose accuracy stays "
         f"≥ {1 - tolerance:.0%} of full-depth accuracy (tolerance {tolerance:g}, relative); it is undefined when full depth "
         "gets nothing right. `oracle_item_skip_ratio`: every item right at full depth exits at its own earliest static "
-        "layer that is still right. `token_oracle_*`: the token-level first-match oracle from `oracle_exits`.",
+        "layer that is still right. `token_oracle_*`: the token-level first-match oracle from `oracle_exits`. "
+        "For multiple choice, `chance_accuracy` is guessing; the note flags a full-depth accuracy that a one-sided "
+        "binomial test does not separate from it (p > 0.05), where the skip ratio only measures noise.",
         _md_table(table1),
         "### Accuracy when every token exits at layer l",
         _md_table(static),
@@ -182,7 +185,8 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
         "Per-token thresholds on the exit head's `max_prob`, `margin` (top-1 − top-2 probability), `entropy` (nats) "
         "and hidden-state saturation `cos(h_l, h_{l−1})`; skipped layers' KV filled by state propagation. "
         "`baseline_accuracy` is the `never_exit` decoding of the same items; `ms_per_token` is realised wall time "
-        "(batch of one for the policies; static generation is batched).",
+        "(batch of one for the policies on generation; static generation is batched; for multiple choice every "
+        "scored position of every choice runs in one pass, so its time is not a realised per-token cost).",
         "![accuracy against layers used](exit_pareto.png)",
         _md_table(dynamic),
     ]
@@ -191,7 +195,9 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
         sections += [
             "## Does similarity predict accuracy under early exit? (RQ1)",
             "Spearman's ρ between `S_l` and accuracy at static exit `l` over every evaluated (workload, layer) point, per "
-            "model and pooled over models; the 95 % interval resamples items (1000 bootstrap draws, S_l held fixed).",
+            "model and pooled over models; the 95 % interval resamples items (1000 bootstrap draws, S_l held fixed). "
+            "Workloads whose accuracy is the same at every evaluated layer (e.g. never solved) are left out "
+            "(`n_workloads` counts those kept).",
             _md_table(correlation.select("scope", "metric", "spearman", "ci_low", "ci_high", "n_points", "n_workloads")
                       .sort(["scope", "metric"])),
             "Best-predicting metric per scope:",

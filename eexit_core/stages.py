@@ -442,7 +442,7 @@ def exit_tables(ws: Workspace, similarity: pl.DataFrame, settings: ScoreSettings
     return {
         "exit_accuracy": accuracy,
         "exit_items": items,
-        "exit_skip_bounds": skip_table(accuracy, _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA), settings.tolerance),
+        "exit_skip_bounds": skip_table(accuracy, _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA), settings.tolerance, items),
         "similarity_accuracy_correlation": similarity_accuracy_correlation(similarity, items, metrics, seed=settings.seed),
     }
 

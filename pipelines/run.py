@@ -166,6 +166,8 @@ def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[st
     from eexit_core import stages
     from pipelines.partitions import model_workload_key
 
+    for asset in (stages.EXIT_ACCURACY, stages.EXIT_ITEMS):  # DVC expects the stage's outputs to exist
+        (ws.artifacts_dir / asset).mkdir(parents=True, exist_ok=True)
     if not graded:
         return
     settings = runner.resources["eexit"].exit_settings()
@@ -188,8 +190,23 @@ def _print_scores(ws: Workspace) -> None:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, float_precision=3, tbl_hide_dataframe_shape=True):
         print("\nEAS at α = 0.5 under each similarity metric (logit_cos is the default)\n")
         print(table)
+    bounds = store.query(ws.results_db, """
+        select model_id, workload_id, n_items, full_accuracy, max_skip_ratio, oracle_item_skip_ratio,
+               token_oracle_speedup, note from exit_skip_bounds order by all""") if _has_table(ws, "exit_skip_bounds") else None
+    if bounds is not None and bounds.height:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, float_precision=3, tbl_hide_dataframe_shape=True,
+                       fmt_str_lengths=60):
+            print("\nTask accuracy under early exit: max skip ratio within the tolerance (exit_skip_bounds)\n")
+            print(bounds)
     print(f"\nresults: {ws.results_db.relative_to(ws.root)} (try: duckdb {ws.results_db.relative_to(ws.root)} \"select * from eas_scores\")")
     print(f"report:  {(ws.reports_dir / 'factor_report.md').relative_to(ws.root)}")
+
+
+def _has_table(ws: Workspace, name: str) -> bool:
+    from eexit_core import store
+
+    found = store.query(ws.results_db, f"select count(*) as n from information_schema.tables where table_name = '{name}'")
+    return bool(found["n"][0])
 
 
 if __name__ == "__main__":

@@ -269,28 +269,33 @@ def test_choice_logprobs_by_layer_match_reference(models, tokenizer, family):
     torch.testing.assert_close(torch.tensor(full.logprobs, dtype=torch.float64), want[:, -1], atol=1e-4, rtol=1e-5)
 
 
-def test_dynamic_choice_scoring_matches_reference(models, tokenizer):
-    """A multi-token choice: each scored position exits by the policy, as in decoding."""
+@pytest.mark.parametrize("signal", ["max_prob", "entropy", "saturation"])
+def test_dynamic_choice_scoring_matches_reference(models, tokenizer, signal):
+    """Choices of different lengths, scored in one padded pass: each scored position exits
+    by the policy exactly as in token-by-token decoding with state propagation."""
     model = models["llama"]
     L = resolve_exit_head(model).n_layers
     checks = tuple(range(2, L))
-    policy = ExitPolicy("max_prob", _calibrated(model, tokenizer, "max_prob", checks), checks)
-    context, choice = "question : is the sea love ? answer :", "the king was"
-    scores = choice_logprobs_dynamic(model, tokenizer, context, [choice], policy)
-    # reference: teacher forcing through the dynamic reference, token by token
+    policy = ExitPolicy(signal, _calibrated(model, tokenizer, signal, checks), checks)
+    context, choices = "question : is the sea love ? answer :", ["the king was at sea", "no", "thou art"]
+    scores = choice_logprobs_dynamic(model, tokenizer, context, choices, policy)
     head = resolve_exit_head(model)
-    ids = _ids(tokenizer, context)
-    cont = list(tokenizer(" " + choice, add_special_tokens=False)["input_ids"])
-    exit_of = [L] * (len(ids) - 1)
-    total, exits = 0.0, []
-    for target in cont:
-        outputs = _capture(model, head.blocks, ids, exit_of + [L])
-        embed = model.get_input_embeddings()(torch.tensor([ids]))[0]
-        states = [embed[-1], *[o[-1] for o in outputs]]
-        chosen = next((l for l in checks if policy.passes(_signal64("max_prob", _head64(head, states[l]), states[l], states[l - 1]))), L)
-        total += float(torch.log_softmax(_head64(head, states[chosen]), -1)[target])
-        exit_of.append(chosen)
-        exits.append(chosen)
-        ids.append(target)
-    assert scores.exit_layers == exits
-    assert scores.logprobs[0] == pytest.approx(total, abs=1e-4)
+    want_scores, want_exits = [], []
+    for choice in choices:
+        ids = _ids(tokenizer, context)
+        cont = list(tokenizer(" " + choice, add_special_tokens=False)["input_ids"])
+        exit_of = [L] * (len(ids) - 1)
+        total = 0.0
+        for target in cont:
+            outputs = _capture(model, head.blocks, ids, exit_of + [L])
+            embed = model.get_input_embeddings()(torch.tensor([ids]))[0]
+            states = [embed[-1], *[o[-1] for o in outputs]]
+            chosen = next((l for l in checks if policy.passes(_signal64(signal, _head64(head, states[l]), states[l], states[l - 1]))), L)
+            total += float(torch.log_softmax(_head64(head, states[chosen]), -1)[target])
+            exit_of.append(chosen)
+            want_exits.append(chosen)
+            ids.append(target)
+        want_scores.append(total)
+    assert scores.exit_layers == want_exits
+    assert scores.logprobs == pytest.approx(want_scores, abs=1e-4)
+    assert len(set(want_exits)) > 1 or signal == "saturation"

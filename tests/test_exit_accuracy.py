@@ -143,14 +143,18 @@ def _similarity(model_id: str, workload_id: str, values: list[float]) -> pl.Data
 
 
 def test_correlation_is_one_when_similarity_orders_layers_like_accuracy():
-    similarity = _similarity("m", "w", [0.1, 0.4, 0.7, 1.0])
-    items = _items(OUTCOMES | {1: [False] * 4, 2: [True, False, False, False]}).with_columns(
-        pl.lit("m").alias("model_id"), pl.lit("w").alias("workload_id"))
+    similarity = pl.concat([_similarity("m", "w", [0.1, 0.4, 0.7, 1.0]), _similarity("m", "flat", [0.9, 0.1, 0.5, 1.0])])
+    items = pl.concat([
+        _items(OUTCOMES | {1: [False] * 4, 2: [True, False, False, False]}).with_columns(
+            pl.lit("m").alias("model_id"), pl.lit("w").alias("workload_id")),
+        # never right at any layer: no information on which layer is better, left out
+        _items({l: [False] * 4 for l in range(1, 5)}).with_columns(pl.lit("m").alias("model_id"), pl.lit("flat").alias("workload_id")),
+    ])
     table = similarity_accuracy_correlation(similarity, items, ["logit_cos", "hidden_cos"], n_boot=200)
     row = table.filter((pl.col("scope") == "m") & (pl.col("metric") == "logit_cos")).row(0, named=True)
     assert row["spearman"] == pytest.approx(1.0)
     assert row["ci_low"] <= row["spearman"] <= row["ci_high"] + 1e-12
-    assert row["best"]
+    assert row["best"] and row["n_workloads"] == 1 and row["n_points"] == 4
     reverse = table.filter((pl.col("scope") == "pooled") & (pl.col("metric") == "hidden_cos")).row(0, named=True)
     assert reverse["spearman"] == pytest.approx(-1.0) and not reverse["best"]
 
@@ -164,3 +168,15 @@ def test_skip_table_joins_the_token_oracle():
     assert row["max_skip_ratio"] == 0.5 and row["static_speedup"] == 2.0
     assert row["token_oracle_speedup"] == 1.8 and row["oracle_item_speedup"] == pytest.approx(4 / 2.5)
     assert row["n_items"] == 4 and row["full_accuracy"] == 0.75
+
+
+def test_skip_table_flags_accuracy_at_chance():
+    choice = [{"policy": "static", "exit_layer": l, "prompt_id": f"p{i}", "correct": i % 2 == 0, "mean_layers": float(l),
+               "n_tokens": 1, "seconds": 0.1, "batch_size": 1, "output": None, "choice_logprobs": [-1.0, -2.0],
+               "kv_fill": "none"} for l in (1, 4) for i in range(10)]
+    items = pl.DataFrame(choice, schema=ITEM_SCHEMA).with_columns(pl.lit("m").alias("model_id"), pl.lit("w").alias("workload_id"))
+    summary = summarise(items.drop("model_id", "workload_id"), L).with_columns(
+        pl.lit("m").alias("model_id"), pl.lit("w").alias("workload_id"), pl.lit("multiple_choice_loglik").alias("grader"))
+    row = skip_table(summary, pl.DataFrame(), 0.05, items).row(0, named=True)
+    assert row["chance_accuracy"] == 0.5 and row["full_accuracy"] == 0.5
+    assert row["above_chance_p"] > 0.05 and "not above chance" in row["note"]

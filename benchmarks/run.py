@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks.naive import naive_stats
+from benchmarks.naive import float64_stats, naive_stats
 from eexit_core.adapters import resolve_exit_head
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 from eexit_core.lens import STAT_COLUMNS, EncodedBatch, capture_residuals, stats_for_tokens
@@ -237,6 +237,8 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
         top1_agreement=float((engine_out[..., 0] == naive_out[..., 0]).float().mean()),
         peak_mem_bytes=int(mem_engine.peak), naive_peak_mem_bytes=int(mem_naive.peak), forward_peak_mem_bytes=int(mem_fwd.peak),
     )
+    if device == "cpu":
+        result.update(_float64_check(model, head, encoded, engine_out, naive_out))
     if fused:
         t_fused, fused_out, mem_fused = _timed(device, engine_fused, repeats)
         result.update(fused_tok_s=n_tokens / t_fused, fused_speedup=t_naive / t_fused,
@@ -258,11 +260,30 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
     return result
 
 
+F64_TOKENS = 64  # tokens of the float64 reference: V-wide float64 work is slow
+
+
+def _float64_check(model, head, encoded: EncodedBatch, engine_out: torch.Tensor, naive_out: torch.Tensor) -> dict:
+    """Engine and baseline each against a float64 lens on the same residuals (first tokens)."""
+    residuals, _ = capture_residuals(model, head, encoded)
+    residuals = residuals.flatten(1, 2)[:, :F64_TOKENS].cpu()
+    reference = float64_stats(head, residuals)
+    n = reference.shape[1]
+    engine_err = (engine_out[:, :n].double() - reference).abs().amax(dim=(0, 1))
+    naive_err = (naive_out[:, :n].double() - reference).abs().amax(dim=(0, 1))
+    return {"f64_tokens": n, "engine_max_abs_diff_f64": float(engine_err.max()),
+            "naive_max_abs_diff_f64": float(naive_err.max()),
+            "engine_max_abs_diff_f64_by_stat": {k: float(v) for k, v in zip(STAT_COLUMNS, engine_err)},
+            "naive_max_abs_diff_f64_by_stat": {k: float(v) for k, v in zip(STAT_COLUMNS, naive_err)}}
+
+
 def _print(name: str, r: dict) -> None:
     line = (f"{name:<48} fwd {r['forward_tok_s']:9.1f}  naive {r['naive_tok_s']:9.1f}  engine {r['engine_tok_s']:9.1f} tok/s"
             f"  ×{r['speedup']:.2f}  maxdiff {r['max_abs_diff']:.1e}")
     if "dspace_tok_s" in r:
         line += f"  d-space {r['dspace_tok_s']:9.1f} ×{r['dspace_speedup']:.1f} (diff {r['dspace_max_abs_diff']:.1e})"
+    if "engine_max_abs_diff_f64" in r:
+        line += f"  vs float64: engine {r['engine_max_abs_diff_f64']:.1e}, naive {r['naive_max_abs_diff_f64']:.1e}"
     line += f"  peak {r['peak_mem_bytes'] / 2**20:.0f} MiB (naive {r['naive_peak_mem_bytes'] / 2**20:.0f}, fwd {r['forward_peak_mem_bytes'] / 2**20:.0f})"
     if "fused_tok_s" in r:
         line += f"  fused {r['fused_tok_s']:9.1f} ×{r['fused_speedup']:.2f}"

@@ -1,8 +1,8 @@
 """What similarity predicts (RQ1) and how far exits can go (RQ3, the paper's Table 1).
 
 * `similarity_accuracy_correlation` -- Spearman's rho between a similarity curve S_l and
-  task accuracy when every token exits at l, per model (pooled over its workloads) and
-  pooled over models, with a bootstrap 95 % interval that resamples items.
+  task accuracy when every token exits at l, per model × workload (`model|workload`),
+  per model (pooled over its workloads) and pooled over models, with a bootstrap 95 % interval that resamples items.
 * `skip_table` -- per model × workload: full-depth accuracy, the max skip ratio within
   the accuracy tolerance, the per-item oracle, the best dynamic policy within the
   tolerance and the token-level oracle speedup bounds.
@@ -83,8 +83,11 @@ def similarity_accuracy_correlation(layer_similarity: pl.DataFrame, exit_items: 
     for metric in metrics:
         curves = _curves(layer_similarity, metric)
         keys = [k for k in sorted(correctness) if k in curves]
-        for scope in [*model_ids, POOLED]:
-            chosen = [k for k in keys if scope in (POOLED, k[0])]
+        # each model × workload alone, each model over its workloads, and everything pooled;
+        # pooling mixes workloads whose accuracy and similarity sit at different levels
+        scopes = [*(f"{m}|{w}" for m, w in keys), *model_ids, POOLED]
+        for scope in scopes:
+            chosen = [k for k in keys if scope in (POOLED, k[0], f"{k[0]}|{k[1]}")]
             if not chosen:
                 continue
             xs, ys, boots = [], [], []

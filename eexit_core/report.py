@@ -194,8 +194,8 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
         best = correlation.filter(pl.col("best")).select("scope", "metric", "spearman", "ci_low", "ci_high").sort("scope")
         sections += [
             "## Does similarity predict accuracy under early exit? (RQ1)",
-            "Spearman's ρ between `S_l` and accuracy at static exit `l` over every evaluated (workload, layer) point, per "
-            "model and pooled over models; the 95 % interval resamples items (1000 bootstrap draws, S_l held fixed). "
+            "Spearman's ρ between `S_l` and accuracy at static exit `l` over the evaluated layers of each model × "
+            "workload (`model|workload`), over every (workload, layer) point of a model, and pooled over models; the 95 % interval resamples items (1000 bootstrap draws, S_l held fixed). "
             "Workloads whose accuracy is the same at every evaluated layer (e.g. never solved) are left out "
             "(`n_workloads` counts those kept).",
             _md_table(correlation.select("scope", "metric", "spearman", "ci_low", "ci_high", "n_points", "n_workloads")

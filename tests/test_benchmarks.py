@@ -20,3 +20,7 @@ def test_tiny_case_reports_every_key(tmp_path, monkeypatch):
     assert result["max_abs_diff"] < 1e-4
     assert result["dspace_max_abs_diff"] < 1e-4
     assert result["top1_agreement"] == 1.0
+    # both sides against the float64 lens on the same residuals
+    assert result["f64_tokens"] == 32
+    assert result["engine_max_abs_diff_f64"] < 1e-4 and result["naive_max_abs_diff_f64"] < 1e-4
+    assert set(result["engine_max_abs_diff_f64_by_stat"]) == set(result["max_abs_diff_by_stat"])

@@ -155,6 +155,9 @@ def test_correlation_is_one_when_similarity_orders_layers_like_accuracy():
     assert row["spearman"] == pytest.approx(1.0)
     assert row["ci_low"] <= row["spearman"] <= row["ci_high"] + 1e-12
     assert row["best"] and row["n_workloads"] == 1 and row["n_points"] == 4
+    alone = table.filter((pl.col("scope") == "m|w") & (pl.col("metric") == "logit_cos")).row(0, named=True)
+    assert alone["spearman"] == pytest.approx(1.0) and alone["n_points"] == 4
+    assert table.filter(pl.col("scope") == "m|flat").is_empty()
     reverse = table.filter((pl.col("scope") == "pooled") & (pl.col("metric") == "hidden_cos")).row(0, named=True)
     assert reverse["spearman"] == pytest.approx(-1.0) and not reverse["best"]
 

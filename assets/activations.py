@@ -1,19 +1,11 @@
-import warnings
-
 import dagster as dg
 
 from eexit_core.stages import build_token_layer_stats, registries
-from pipelines.partitions import model_workload_partitions
+from pipelines.partitions import model_workload_partitions, upstream_by_dimension
 from pipelines.resources import EexitResource
 
 
-with warnings.catch_warnings():
-    # the mapping is marked beta but is the documented way to depend on one dimension
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    _UPSTREAM = [
-        dg.AssetDep("model_checkpoints", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("model")),
-        dg.AssetDep("workload_prompts", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("workload")),
-    ]
+_UPSTREAM = upstream_by_dimension(model="model_checkpoints", workload="workload_prompts")
 
 
 @dg.asset(

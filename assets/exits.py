@@ -1,16 +1,10 @@
-import warnings
-
 import dagster as dg
 
 from eexit_core.stages import build_exit_accuracy, registries
-from pipelines.partitions import model_graded_partitions
+from pipelines.partitions import model_graded_partitions, upstream_by_dimension
 from pipelines.resources import EexitResource
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    _UPSTREAM = [
-        dg.AssetDep("model_checkpoints", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("model")),
-    ]
+_UPSTREAM = upstream_by_dimension(model="model_checkpoints")
 
 
 @dg.asset(

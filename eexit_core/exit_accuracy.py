@@ -174,16 +174,10 @@ def _static_generation(model, tokenizer, head, items, layers, settings, out: _Co
                                           stops=stops, batch_size=settings.batch_size, head=head)
         correct = 0
         for item, gen in zip(items, gens):
-            ok = grade_generation(item, gen.text) if item.grader != "humaneval_exec" else _grade_code(item, gen.text, settings)
+            ok = grade_generation(item, gen.text, timeout_s=settings.sandbox_timeout_s)
             correct += ok
             out.add(STATIC, layer, item, ok, gen.exit_layers, gen.decode_s, min(settings.batch_size, len(items)), gen.text)
         progress(f"static exit at layer {layer}/{head.n_layers}: {correct}/{len(items)} right ({time.perf_counter() - started:.1f}s)")
-
-
-def _grade_code(item: GradedItem, completion: str, settings: ExitSweepSettings) -> bool:
-    from eexit_core.grading import grade_humaneval
-
-    return grade_humaneval(item, completion, timeout_s=settings.sandbox_timeout_s)
 
 
 def _static_choices(model, tokenizer, head, items, out: _Collector, progress: Progress) -> None:
@@ -205,7 +199,7 @@ def _static_choices(model, tokenizer, head, items, out: _Collector, progress: Pr
 def _dynamic_generation(model, tokenizer, head, item: GradedItem, policy, settings: ExitSweepSettings, out: _Collector) -> None:
     gen = early_exit.generate_dynamic(model, tokenizer, item.prompt, policy, max_new_tokens=settings.max_new_tokens,
                                       stops=item.stops, head=head)
-    ok = grade_generation(item, gen.text) if item.grader != "humaneval_exec" else _grade_code(item, gen.text, settings)
+    ok = grade_generation(item, gen.text, timeout_s=settings.sandbox_timeout_s)
     out.add(policy.name if policy else NEVER_EXIT, 0, item, ok, gen.exit_layers, gen.decode_s, 1, gen.text, kv_fill=gen.kv_fill)
 
 

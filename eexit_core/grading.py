@@ -158,9 +158,10 @@ def choice_correct(logprobs: Sequence[float], item: GradedItem) -> bool:
     return winners == [item.reference]
 
 
-def grade_generation(item: GradedItem, generation: str) -> bool:
+def grade_generation(item: GradedItem, generation: str, *, timeout_s: float = 10.0) -> bool:
+    """Grade a generated answer; `timeout_s` bounds a code item's sandboxed test run."""
     if item.grader == "humaneval_exec":
-        return grade_humaneval(item, generation)
+        return grade_humaneval(item, generation, timeout_s=timeout_s)
     if item.grader == "numeric_exact":
         return grade_math(generation, item.reference)
     raise ValueError(f"{item.grader} items are scored by log-likelihood, not generation")

@@ -73,3 +73,15 @@ model_graded_partitions = dg.MultiPartitionsDefinition(
 def model_workload_key(model_id: str, workload_id: str) -> str:
     """The partition key string Dagster uses for a model × workload pair."""
     return str(dg.MultiPartitionKey({"model": model_id, "workload": workload_id}))
+
+
+def upstream_by_dimension(**asset_by_dimension: str) -> list:
+    """Deps on single-dimension assets from a model × workload asset, e.g.
+    `upstream_by_dimension(model="model_checkpoints")`."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # the mapping is marked beta but is the documented way to depend on one dimension
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return [dg.AssetDep(asset, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(dimension))
+                for dimension, asset in asset_by_dimension.items()]

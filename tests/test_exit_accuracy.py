@@ -112,7 +112,6 @@ def test_sweep_on_a_tiny_model_covers_every_rule(tokenizer):
     items, summary = evaluate_exits(model, tokenizer, choice_items, settings, progress=lambda _: None)
     static = summary.filter(pl.col("policy") == "static")
     assert static.height == 4  # choices are scored at every layer
-    # the same items with opposite references: exactly one of each pair is right at each layer
     assert set(static["n_items"].to_list()) == {3}
     assert len(settings.exit_policies(4, generative=False)) == 8
 

@@ -7,6 +7,8 @@ cosines and confidence. Same definitions as eexit_core.lens (SPEC §1), none of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 STATS = ("top1_match", "topk_overlap", "kl_to_final", "logit_cos", "logit_cos_raw",
@@ -27,24 +29,27 @@ def naive_stats(model, input_ids: torch.Tensor, norm, lm_head, last_block, *, to
     finally:
         hook.remove()
     hidden = [h.flatten(0, 1) for h in out.hidden_states[1:-1]] + [captured["h"].flatten(0, 1)]
-    return stats_from_hidden(hidden, out.logits.flatten(0, 1).float(), norm, lm_head, top_k=top_k, softcap=softcap)
+
+    def exit_logits(_layer: int, h: torch.Tensor) -> torch.Tensor:
+        z = lm_head(norm(h).to(lm_head.weight.dtype)).float()
+        return torch.tanh(z / softcap) * softcap if softcap else z
+
+    return stats_from_hidden(hidden, out.logits.flatten(0, 1).float(), exit_logits, top_k=top_k)
 
 
 @torch.inference_mode()
-def stats_from_hidden(hidden: list[torch.Tensor], z_final: torch.Tensor, norm, lm_head, *, top_k: int = 10,
-                      softcap=None) -> torch.Tensor:
+def stats_from_hidden(hidden: list[torch.Tensor], z_final: torch.Tensor,
+                      exit_logits: Callable[[int, torch.Tensor], torch.Tensor], *, top_k: int = 10) -> torch.Tensor:
     """The per-layer loop of the naive lens, in the precision of `z_final` (float32 for the
-    baseline; float64 with float64 modules for the benchmark's reference)."""
+    baseline, float64 for the benchmark's references); `exit_logits(l, h_l)` is `E(h_l)`."""
     dtype = z_final.dtype
     logp_final = torch.log_softmax(z_final, dim=-1)
     p_final = logp_final.exp()
     top_final = torch.topk(z_final, top_k, dim=-1).indices
     centred_final = z_final - z_final.mean(-1, keepdim=True)
     rows = []
-    for h in hidden:
-        z = lm_head(norm(h).to(lm_head.weight.dtype)).to(dtype)
-        if softcap:
-            z = torch.tanh(z / softcap) * softcap
+    for layer, h in enumerate(hidden):
+        z = exit_logits(layer, h).to(dtype)
         logp = torch.log_softmax(z, dim=-1)
         p = logp.exp()
         top = torch.topk(p, 2, dim=-1)
@@ -66,15 +71,42 @@ def stats_from_hidden(hidden: list[torch.Tensor], z_final: torch.Tensor, norm, l
 
 
 @torch.inference_mode()
-def float64_stats(head, residuals: torch.Tensor) -> torch.Tensor:
-    """The same stats in float64 from the engine's captured residual stream [L, N, d]: the
-    arbiter when float32 engine and float32 baseline disagree (e.g. on a 262k vocabulary)."""
+def float64_lens(head, residuals: torch.Tensor, final_logits: torch.Tensor, *, chunk: int = 32) -> torch.Tensor:
+    """The benchmark's arbiter [L, N, S]: every vocabulary-wide step in float64, on the
+    exit head's own logits (the float32 `E(h_l)` the engine sees, with the model's final
+    logits as `z_L`). It isolates the lens arithmetic, which is what the engine changes;
+    the float32 matmul is the model's, shared by every float32 pipeline (see
+    `float64_head_lens` for what it costs). Chunked over tokens: memory stays bounded."""
+    n_tokens, vocab = final_logits.shape
+    buffer = torch.empty((min(chunk, n_tokens), vocab), dtype=torch.float32, device=final_logits.device)
+    parts = []
+    for start in range(0, n_tokens, chunk):
+        stop = min(start + chunk, n_tokens)
+        z_final = final_logits[start:stop].double()
+
+        def exit_logits(layer: int, _h: torch.Tensor) -> torch.Tensor:
+            if layer == len(residuals) - 1:
+                return z_final
+            return head.logits_into(residuals[layer, start:stop], buffer[: stop - start]).double()
+
+        hidden = [h.double() for h in residuals[:, start:stop]]
+        parts.append(stats_from_hidden(hidden, z_final, exit_logits))
+    return torch.cat(parts, dim=1)
+
+
+@torch.inference_mode()
+def float64_head_lens(head, residuals: torch.Tensor) -> torch.Tensor:
+    """The same stats with the exit head itself (norm, unembedding) in float64 as well:
+    how far float32 logits alone put any float32 pipeline from exact."""
     import copy
 
     norm = copy.deepcopy(head.final_norm).double() if head.final_norm is not None else (lambda x: x)
     lm_head = copy.deepcopy(head.lm_head).double()
+    softcap = head.logit_softcap
+
+    def exit_logits(_layer: int, h: torch.Tensor) -> torch.Tensor:
+        z = lm_head(norm(h))
+        return torch.tanh(z / softcap) * softcap if softcap else z
+
     hidden = [h.double() for h in residuals]
-    z_final = lm_head(norm(hidden[-1]))
-    if head.logit_softcap:
-        z_final = torch.tanh(z_final / head.logit_softcap) * head.logit_softcap
-    return stats_from_hidden(hidden, z_final, norm, lm_head, softcap=head.logit_softcap)
+    return stats_from_hidden(hidden, exit_logits(-1, hidden[-1]), exit_logits)

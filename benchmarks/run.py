@@ -8,7 +8,7 @@ malloc (which re-maps and pages in every large temporary) and MALLOC_MMAP_MAX_=0
 (buffers reused); both sides of a comparison always run under the same setting. On a
 GPU it runs the full-size anchor shapes in bf16. For every case it prints tokens/s of the
 forward pass alone, the naive pipeline, the engine (all stats) and the d-space lens
-(cosines only), their ratios, the largest difference from the naive numbers, peak
+(cosines only), their ratios, the largest difference of each from a float64 reference, peak
 memory and, on a GPU, the fraction of the FLOP roofline. Results go to
 `benchmarks/results/latest.json` (atomically).
 """
@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks.naive import float64_stats, naive_stats
+from benchmarks.naive import float64_head_lens, float64_lens, naive_stats
 from eexit_core.adapters import resolve_exit_head
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 from eexit_core.lens import STAT_COLUMNS, EncodedBatch, capture_residuals, stats_for_tokens
@@ -190,7 +191,8 @@ def _forward_flops_per_token(model: torch.nn.Module, seq: int) -> float:
     return 2 * params + attention
 
 
-def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused: bool = False) -> dict:
+def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused: bool = False,
+             reference_cache: Path | None = None) -> dict:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = case.build(device, dtype)
     head = resolve_exit_head(model)
@@ -229,25 +231,30 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
     t_naive, naive_out, mem_naive = _timed(device, naive, repeats)
     naive_out = naive_out.float().cpu()
     t_engine, engine_out, mem_engine = _timed(device, engine, repeats)
-    diffs = (engine_out - naive_out).abs().amax(dim=(0, 1))
+    residuals, logits = capture_residuals(model, head, encoded)
+    cached = reference_cache / f"{case.name}-{batch}x{seq}.pt" if reference_cache else None
+    reference = _reference(head, residuals.flatten(1, 2), logits.flatten(0, 1), cached)
+    engine_err, naive_err = _errors(engine_out, reference), _errors(naive_out, reference)
     result.update(
         forward_tok_s=n_tokens / t_fwd, naive_tok_s=n_tokens / t_naive, engine_tok_s=n_tokens / t_engine,
-        speedup=t_naive / t_engine, max_abs_diff=float(diffs.max()),
-        max_abs_diff_by_stat={name: float(v) for name, v in zip(STAT_COLUMNS, diffs)},
+        speedup=t_naive / t_engine, max_abs_diff=max(engine_err.values()), max_abs_diff_by_stat=engine_err,
+        naive_max_abs_diff=max(naive_err.values()), naive_max_abs_diff_by_stat=naive_err,
+        engine_vs_naive_max_abs_diff=float((engine_out - naive_out).abs().max()),
         top1_agreement=float((engine_out[..., 0] == naive_out[..., 0]).float().mean()),
         peak_mem_bytes=int(mem_engine.peak), naive_peak_mem_bytes=int(mem_naive.peak), forward_peak_mem_bytes=int(mem_fwd.peak),
     )
     if device == "cpu":
-        result.update(_float64_check(model, head, encoded, engine_out, naive_out))
+        result.update(_float64_head_check(head, residuals.flatten(1, 2), engine_out, naive_out))
+    del residuals, logits
     if fused:
         t_fused, fused_out, mem_fused = _timed(device, engine_fused, repeats)
         result.update(fused_tok_s=n_tokens / t_fused, fused_speedup=t_naive / t_fused,
-                      fused_max_abs_diff=float((fused_out - naive_out).abs().max()), fused_peak_mem_bytes=int(mem_fused.peak))
+                      fused_max_abs_diff=max(_errors(fused_out, reference).values()), fused_peak_mem_bytes=int(mem_fused.peak))
     if gram is not None:
         t_dspace, dspace_out, _ = _timed(device, dspace, repeats)
-        reference = naive_out[..., [STAT_COLUMNS.index(n) for n in DSPACE_STATS]]
+        columns = [STAT_COLUMNS.index(n) for n in DSPACE_STATS]
         result.update(dspace_tok_s=n_tokens / t_dspace, dspace_speedup=t_naive / t_dspace,
-                      dspace_max_abs_diff=float((dspace_out - reference).abs().max()))
+                      dspace_max_abs_diff=float((dspace_out.double() - reference[..., columns]).abs().max()))
     if device == "cuda":
         flops = _forward_flops_per_token(model, seq) + 2 * (n_layers - 1) * d * vocab
         roofline = H200_BF16_FLOPS / flops
@@ -260,30 +267,47 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
     return result
 
 
-F64_TOKENS = 64  # tokens of the float64 reference: V-wide float64 work is slow
+def _reference(head, residuals: torch.Tensor, logits: torch.Tensor, cached: Path | None) -> torch.Tensor:
+    """The float64 lens, computed once per case: the allocator children see identical
+    inputs, so the second one reads what the first one wrote."""
+    if cached is not None and cached.exists():
+        return torch.load(cached)
+    reference = float64_lens(head, residuals, logits).cpu()
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        torch.save(reference, tmp)
+        os.replace(tmp, cached)
+    return reference
 
 
-def _float64_check(model, head, encoded: EncodedBatch, engine_out: torch.Tensor, naive_out: torch.Tensor) -> dict:
-    """Engine and baseline each against a float64 lens on the same residuals (first tokens)."""
-    residuals, _ = capture_residuals(model, head, encoded)
-    residuals = residuals.flatten(1, 2)[:, :F64_TOKENS].cpu()
-    reference = float64_stats(head, residuals)
+def _errors(values: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Largest absolute difference from the float64 reference, per stat."""
+    worst = (values.double() - reference).abs().amax(dim=(0, 1))
+    return {name: float(v) for name, v in zip(STAT_COLUMNS, worst)}
+
+
+F64_HEAD_TOKENS = 64  # tokens of the float64-head check: a float64 unembedding is slow
+
+
+def _float64_head_check(head, residuals: torch.Tensor, engine_out: torch.Tensor, naive_out: torch.Tensor) -> dict:
+    """Both sides against a lens whose exit head also runs in float64 (first tokens): the
+    part of the error that comes from float32 logits, which no float32 lens can remove."""
+    reference = float64_head_lens(head, residuals[:, :F64_HEAD_TOKENS].cpu())
     n = reference.shape[1]
-    engine_err = (engine_out[:, :n].double() - reference).abs().amax(dim=(0, 1))
-    naive_err = (naive_out[:, :n].double() - reference).abs().amax(dim=(0, 1))
-    return {"f64_tokens": n, "engine_max_abs_diff_f64": float(engine_err.max()),
-            "naive_max_abs_diff_f64": float(naive_err.max()),
-            "engine_max_abs_diff_f64_by_stat": {k: float(v) for k, v in zip(STAT_COLUMNS, engine_err)},
-            "naive_max_abs_diff_f64_by_stat": {k: float(v) for k, v in zip(STAT_COLUMNS, naive_err)}}
+    engine_err, naive_err = _errors(engine_out[:, :n], reference), _errors(naive_out[:, :n], reference)
+    return {"f64_head_tokens": n, "engine_max_abs_diff_f64_head": max(engine_err.values()),
+            "naive_max_abs_diff_f64_head": max(naive_err.values()),
+            "engine_max_abs_diff_f64_head_by_stat": engine_err, "naive_max_abs_diff_f64_head_by_stat": naive_err}
 
 
 def _print(name: str, r: dict) -> None:
     line = (f"{name:<48} fwd {r['forward_tok_s']:9.1f}  naive {r['naive_tok_s']:9.1f}  engine {r['engine_tok_s']:9.1f} tok/s"
-            f"  ×{r['speedup']:.2f}  maxdiff {r['max_abs_diff']:.1e}")
+            f"  ×{r['speedup']:.2f}  vs float64: engine {r['max_abs_diff']:.1e}, naive {r['naive_max_abs_diff']:.1e}")
     if "dspace_tok_s" in r:
         line += f"  d-space {r['dspace_tok_s']:9.1f} ×{r['dspace_speedup']:.1f} (diff {r['dspace_max_abs_diff']:.1e})"
-    if "engine_max_abs_diff_f64" in r:
-        line += f"  vs float64: engine {r['engine_max_abs_diff_f64']:.1e}, naive {r['naive_max_abs_diff_f64']:.1e}"
+    if "engine_max_abs_diff_f64_head" in r:
+        line += f"  (float64 head too: engine {r['engine_max_abs_diff_f64_head']:.1e})"
     line += f"  peak {r['peak_mem_bytes'] / 2**20:.0f} MiB (naive {r['naive_peak_mem_bytes'] / 2**20:.0f}, fwd {r['forward_peak_mem_bytes'] / 2**20:.0f})"
     if "fused_tok_s" in r:
         line += f"  fused {r['fused_tok_s']:9.1f} ×{r['fused_speedup']:.2f}"
@@ -302,13 +326,14 @@ def _machine() -> dict:
     return info
 
 
-def run_all(device: str, names: list[str] | None, batch: int, seq: int, repeats: int, label: str, out: dict, fused: bool) -> None:
+def run_all(device: str, names: list[str] | None, batch: int, seq: int, repeats: int, label: str, out: dict, fused: bool,
+            reference_cache: Path | None = None) -> None:
     for case in CASES:
         if device not in case.devices or (names and case.name not in names):
             continue
         key = f"{device}/{case.name}" + (f"/{label}" if label else "")
         try:
-            out[key] = run_case(case, device, batch, seq, repeats, fused)
+            out[key] = run_case(case, device, batch, seq, repeats, fused, reference_cache)
             _print(key, out[key])
         except Exception as exc:  # a case that cannot run is reported, not fatal
             out[key] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -334,27 +359,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--fused", action="store_true", default=None, help="also time the torch.compile engine (default on GPU)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reference-cache", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     batch, seq = map(int, (args.tokens or ("4x1024" if args.device == "cuda" else "4x128")).split("x"))
     repeats = args.repeats or (3 if args.device == "cuda" else 1)
     cases: dict = {}
     if args.child is not None or args.device == "cuda":
         fused = args.fused if args.fused is not None else args.device == "cuda"
-        run_all(args.device, args.cases, batch, seq, repeats, args.child or "", cases, fused)
+        run_all(args.device, args.cases, batch, seq, repeats, args.child or "", cases, fused, args.reference_cache)
         _write({"machine": _machine(), "cases": cases}, args.output)
         return 0
     # CPU: one child process per allocator setting; glibc reads MALLOC_* at start-up
-    for label, env in ALLOCATORS.items():
-        child_out = args.output.with_name(f".{label}.json")
-        cmd = [sys.executable, "-m", "benchmarks.run", "--device", "cpu", "--tokens", f"{batch}x{seq}",
-               "--repeats", str(repeats), "--output", str(child_out), "--child", label]
-        if args.cases:
-            cmd += ["--cases", *args.cases]
-        if args.fused:
-            cmd += ["--fused"]
-        subprocess.run(cmd, env={**os.environ, **env}, check=True)
-        cases.update(json.loads(child_out.read_text())["cases"])
-        child_out.unlink()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".reference-", dir=args.output.parent) as reference_cache:
+        for label, env in ALLOCATORS.items():
+            child_out = args.output.with_name(f".{label}.json")
+            cmd = [sys.executable, "-m", "benchmarks.run", "--device", "cpu", "--tokens", f"{batch}x{seq}",
+                   "--repeats", str(repeats), "--output", str(child_out), "--child", label,
+                   "--reference-cache", reference_cache]
+            if args.cases:
+                cmd += ["--cases", *args.cases]
+            if args.fused:
+                cmd += ["--fused"]
+            subprocess.run(cmd, env={**os.environ, **env}, check=True)
+            cases.update(json.loads(child_out.read_text())["cases"])
+            child_out.unlink()
     _write({"machine": _machine(), "cases": cases}, args.output)
     print(f"\nwritten to {args.output}")
     return 0

@@ -141,9 +141,20 @@ def capture_residuals(
 
 
 def _final_layer(z_final: torch.Tensor, h_final: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
-    """What every layer of a chunk is compared with: computed once per chunk."""
-    log_probs = torch.log_softmax(z_final, dim=-1)
+    """What every layer of a chunk is compared with: computed once per chunk.
+
+    The log-normaliser comes from `torch.logsumexp`, not `log_softmax`: on a 262k
+    vocabulary with a flat tail, float32 `log_softmax` on CPU misses it by ~4e-5, so its
+    probabilities sum to 1 + 4e-5, and every early-layer KL (hundreds of nats) inherits
+    that error times its size. The probabilities are then renormalised by their own
+    (accurate) sum, because the KL below assumes `sum p_L = 1` and each early layer
+    multiplies a departure from it by its logit range.
+    """
+    log_probs = z_final - torch.logsumexp(z_final, dim=-1, keepdim=True)
     probs = torch.exp(log_probs)
+    total = probs.sum(dim=-1, keepdim=True)
+    probs.div_(total)
+    log_probs.sub_(torch.log(total))
     mean = z_final.mean(dim=-1)
     centred = z_final - mean[:, None]
     return {

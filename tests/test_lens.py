@@ -196,3 +196,29 @@ def test_nonfinite_layer_is_flagged_not_averaged(tokenizer):
     model.model.layers[1].register_forward_hook(poison)
     with pytest.raises(NonFiniteError, match=r"layers \[2"):
         token_layer_stats(model, tokenizer, TEXTS[:1])
+
+
+def test_kl_stays_exact_on_a_large_vocabulary_with_a_flat_tail():
+    """Gemma-3's 262k vocabulary: when the final distribution's mass sits in a long flat tail,
+    float32 `log_softmax` misses the normaliser by ~1e-5 and an early layer's KL (hundreds
+    of nats) inherits that error times its size. The engine must stay at float32 precision
+    relative to the float64 reference."""
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(0)
+    vocab, d, n_tokens = 262144, 16, 4
+    lm_head = nn.Linear(d, vocab, bias=False)
+    with torch.no_grad():
+        lm_head.weight.copy_(torch.randn(vocab, d, generator=generator))
+    head = ExitHead([nn.Identity()] * 2, None, lm_head)
+    final = torch.randn(n_tokens, d, generator=generator) * 0.6  # logits' std ~2.4: a flat tail
+    early = torch.randn(n_tokens, d, generator=generator) * 25.0  # logits spread over hundreds of nats
+    with torch.no_grad():
+        z_final, z_early = lm_head(final), lm_head(early)
+        stats = lens.stats_for_tokens(head, torch.stack([early, final]), z_final)
+    for token in range(n_tokens):
+        reference = reference_stats(z_early[token], z_final[token], early[token], final[token], 10)
+        for column, name in enumerate(STAT_COLUMNS):
+            error = abs(float(stats[0, token, column]) - reference[name]) / max(1.0, abs(reference[name]))
+            assert error < 1e-6, (token, name, float(stats[0, token, column]), reference[name])
+    assert max(reference_stats(z_early[t], z_final[t], early[t], final[t], 10)["kl_to_final"] for t in range(n_tokens)) > 200

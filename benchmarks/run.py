@@ -30,7 +30,8 @@ from typing import Callable
 
 import torch
 
-from benchmarks.naive import float64_head_lens, float64_lens, naive_stats
+from benchmarks.naive import naive_stats
+from benchmarks.reference import float64_head_lens, float64_lens
 from eexit_core.adapters import resolve_exit_head
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 from eexit_core.lens import STAT_COLUMNS, EncodedBatch, capture_residuals, stats_for_tokens

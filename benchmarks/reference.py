@@ -12,13 +12,14 @@ from benchmarks.naive import stats_from_hidden
 
 
 @torch.inference_mode()
-def float64_lens(head, residuals: torch.Tensor, final_logits: torch.Tensor, *, chunk: int = 32) -> torch.Tensor:
+def float64_lens(head, residuals: torch.Tensor, final_logits: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
     """The benchmark's arbiter [L, N, S]: every vocabulary-wide step in float64, on the
     exit head's own logits (the float32 `E(h_l)` the engine sees, with the model's final
     logits as `z_L`). It isolates the lens arithmetic, which is what the engine changes;
     the float32 matmul is the model's, shared by every float32 pipeline (see
     `float64_head_lens` for what it costs). Chunked over tokens: memory stays bounded."""
     n_tokens, vocab = final_logits.shape
+    chunk = chunk or (32 if final_logits.device.type == "cpu" else 256)
     buffer = torch.empty((min(chunk, n_tokens), vocab), dtype=torch.float32, device=final_logits.device)
     parts = []
     for start in range(0, n_tokens, chunk):

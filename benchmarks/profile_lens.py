@@ -1,6 +1,6 @@
 """Where the lens spends its time: the top kernels of one engine pass, by device time.
 
-    python -m benchmarks.profile_lens --case llama-3-8b-shape --tokens 4x1024 [--fused]
+    python -m benchmarks.profile_lens --case llama-3-8b-shape --tokens 4x1024 [--fused | --kernel]
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", default="llama-3-8b-shape")
     parser.add_argument("--tokens", default="4x1024")
-    parser.add_argument("--fused", action="store_true")
+    parser.add_argument("--fused", action="store_true", help="the torch.compile engine")
+    parser.add_argument("--kernel", action="store_true", help="the fused Triton kernel")
     parser.add_argument("--rows", type=int, default=15)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -33,7 +34,7 @@ def main() -> None:
 
     def engine():
         residuals, logits = capture_residuals(model, head, encoded)
-        return stats_for_tokens(head, residuals.flatten(1, 2), logits.flatten(0, 1), fused=args.fused)
+        return stats_for_tokens(head, residuals.flatten(1, 2), logits.flatten(0, 1), fused="kernel" if args.kernel else args.fused)
 
     engine()  # warm-up and compile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])

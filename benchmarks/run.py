@@ -35,6 +35,7 @@ from benchmarks.reference import float64_head_lens, float64_lens
 from eexit_core.adapters import resolve_exit_head
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 from eexit_core.lens import STAT_COLUMNS, EncodedBatch, capture_residuals, stats_for_tokens
+from eexit_core.lens_kernel import kernel_available
 
 RESULTS = Path(__file__).resolve().parent / "results"
 H200_BF16_FLOPS = 790e12  # dense bf16 matrix products measured on the lent H200
@@ -219,6 +220,10 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
         residuals, logits = capture_residuals(model, head, encoded)
         return stats_for_tokens(head, residuals.flatten(1, 2), logits.flatten(0, 1), fused=True)
 
+    def engine_kernel():
+        residuals, logits = capture_residuals(model, head, encoded)
+        return stats_for_tokens(head, residuals.flatten(1, 2), logits.flatten(0, 1), fused="kernel")
+
     gram = gram_head(head, dtype=torch.float32) if supports_dspace(head) else None
 
     def dspace():
@@ -251,6 +256,11 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
         t_fused, fused_out, mem_fused = _timed(device, engine_fused, repeats)
         result.update(fused_tok_s=n_tokens / t_fused, fused_speedup=t_naive / t_fused,
                       fused_max_abs_diff=max(_errors(fused_out, reference).values()), fused_peak_mem_bytes=int(mem_fused.peak))
+    if fused and device == "cuda" and kernel_available(head, torch.device(device)):
+        t_kernel, kernel_out, mem_kernel = _timed(device, engine_kernel, repeats)
+        result.update(kernel_tok_s=n_tokens / t_kernel, kernel_speedup=t_naive / t_kernel,
+                      kernel_max_abs_diff=max(_errors(kernel_out, reference).values()),
+                      kernel_peak_mem_bytes=int(mem_kernel.peak))
     if gram is not None:
         t_dspace, dspace_out, _ = _timed(device, dspace, repeats)
         columns = [STAT_COLUMNS.index(n) for n in DSPACE_STATS]
@@ -261,6 +271,7 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
         roofline = H200_BF16_FLOPS / flops
         result.update(roofline_tok_s=roofline, roofline_frac=result["engine_tok_s"] / roofline,
                       naive_roofline_frac=result["naive_tok_s"] / roofline,
+                      kernel_roofline_frac=result.get("kernel_tok_s", float("nan")) / roofline,
                       forward_only_roofline_frac=result["forward_tok_s"] / (H200_BF16_FLOPS / _forward_flops_per_token(model, seq)))
     del model
     if device == "cuda":
@@ -312,10 +323,14 @@ def _print(name: str, r: dict) -> None:
     line += f"  peak {r['peak_mem_bytes'] / 2**20:.0f} MiB (naive {r['naive_peak_mem_bytes'] / 2**20:.0f}, fwd {r['forward_peak_mem_bytes'] / 2**20:.0f})"
     if "fused_tok_s" in r:
         line += f"  fused {r['fused_tok_s']:9.1f} ×{r['fused_speedup']:.2f}"
+    if "kernel_tok_s" in r:
+        line += f"  kernel {r['kernel_tok_s']:9.1f} ×{r['kernel_speedup']:.2f} (diff {r['kernel_max_abs_diff']:.1e})"
     if "roofline_frac" in r:
         line += f"  roofline {r['roofline_frac']:.0%} (naive {r['naive_roofline_frac']:.0%})"
         if "fused_tok_s" in r:
             line += f" fused {r['fused_tok_s'] / r['roofline_tok_s']:.0%}"
+        if "kernel_tok_s" in r:
+            line += f" kernel {r['kernel_roofline_frac']:.0%}"
     print(line, flush=True)
 
 

@@ -293,6 +293,83 @@ def _fused_layer_stats():
     return _COMPILED["fn"]
 
 
+def _final_row(final: dict[str, torch.Tensor], top_k: int) -> torch.Tensor:
+    """The last layer against itself [C, S]: no vocabulary-sized work is left to do."""
+    top2 = torch.topk(final["probs"], 2, dim=-1).values
+    ones = torch.ones_like(top2[:, 0])
+    columns = {
+        "top1_match": ones, "topk_overlap": ones, "kl_to_final": torch.zeros_like(ones),
+        "logit_cos": ones, "logit_cos_raw": ones, "hidden_cos": ones,
+        "entropy": -final["neg_entropy"], "max_prob": top2[:, 0], "margin": top2[:, 0] - top2[:, 1],
+    }
+    return torch.stack([columns[name] for name in STAT_COLUMNS], dim=-1)
+
+
+def _stats_from_reductions(
+    scalars: torch.Tensor, top1: torch.Tensor, ranks: torch.Tensor, final: dict[str, torch.Tensor],
+    hidden: torch.Tensor, vocab: int, top_k: int, rows_per_token: int,
+) -> torch.Tensor:
+    """Stats [R, S] from the fused kernel's per-row reductions (see `lens_kernel`); the
+    same formulas as `_layer_stats`, with the row's final-layer values repeated."""
+    from eexit_core import lens_kernel as k
+
+    def per_row(key: str) -> torch.Tensor:
+        return final[key].repeat_interleave(rows_per_token, dim=0)
+
+    run_max, run_sum, run_ent = scalars[:, k._RUN_MAX], scalars[:, k._RUN_SUM], scalars[:, k._RUN_ENT]
+    mean, centred_sq = scalars[:, k._MEAN], scalars[:, k._M2]
+    lse = run_max + torch.log(run_sum)
+    # sum(c_L) is zero only up to rounding; remove the mean's share exactly
+    centred_dot = scalars[:, k._C_DOT] - mean * per_row("centred").sum(-1)
+    final_mean, final_centred_norm = per_row("mean"), per_row("centred_norm")
+    raw_dot = centred_dot + vocab * mean * final_mean
+    raw_norm = torch.sqrt(centred_sq + vocab * mean.square())
+    final_raw_norm = torch.sqrt(final_centred_norm.square() + vocab * final_mean.square())
+    max_prob = 1.0 / run_sum
+    final_hidden = per_row("hidden")
+    columns = {
+        "top1_match": (top1.long() == per_row("top_ids")[:, 0]).to(torch.float32),
+        "topk_overlap": (ranks < top_k).sum(-1).to(torch.float32) / top_k,
+        "kl_to_final": (per_row("neg_entropy") - (scalars[:, k._P_DOT] - lse)).clamp_min(0.0),
+        "logit_cos": centred_dot / (torch.sqrt(centred_sq) * final_centred_norm).clamp_min(1e-30),
+        "logit_cos_raw": raw_dot / (raw_norm * final_raw_norm).clamp_min(1e-30),
+        "hidden_cos": torch.linalg.vecdot(hidden, final_hidden)
+        / (torch.linalg.vector_norm(hidden, dim=-1) * per_row("hidden_norm")).clamp_min(1e-30),
+        "entropy": torch.log(run_sum) - run_ent / run_sum,
+        "max_prob": max_prob,
+        "margin": max_prob - torch.exp(scalars[:, k._SECOND] - run_max) / run_sum,
+    }
+    return torch.stack([columns[name] for name in STAT_COLUMNS], dim=-1)
+
+
+def _kernel_stats(head: ExitHead, residuals: torch.Tensor, final_logits: torch.Tensor, top_k: int, chunk: int) -> torch.Tensor:
+    """`stats_for_tokens` through the fused Triton kernel: layers 1..L-1 of a token chunk
+    in one launch, token-major; the last layer from the final row alone."""
+    from eexit_core.lens_kernel import kernel_layer_reductions
+
+    n_layers, n_tokens, d_model = residuals.shape
+    inner = n_layers - 1
+    weight = head.lm_head.weight
+    out = torch.empty((n_layers, n_tokens, len(STAT_COLUMNS)), dtype=torch.float32, device=final_logits.device)
+    with torch.inference_mode():
+        for start in range(0, n_tokens, chunk):
+            stop = min(start + chunk, n_tokens)
+            final = _final_layer(final_logits[start:stop].float(), residuals[-1, start:stop].float(), top_k)
+            out[-1, start:stop] = _final_row(final, top_k)
+            if inner == 0:
+                continue
+            hidden = residuals[:inner, start:stop].transpose(0, 1)  # [C, L-1, d], token-major
+            normed = head.normed(hidden).to(weight.dtype).contiguous()
+            scalars, top1, ranks = kernel_layer_reductions(
+                normed, weight, final["probs"], final["centred"], final["top_ids"]
+            )
+            rows = _stats_from_reductions(
+                scalars, top1, ranks, final, hidden.reshape(-1, d_model).float(), final_logits.shape[-1], top_k, inner
+            )
+            out[:inner, start:stop] = rows.view(stop - start, inner, -1).transpose(0, 1)
+    return out.cpu()
+
+
 def stats_for_tokens(
     head: ExitHead,
     residuals: torch.Tensor,
@@ -300,13 +377,15 @@ def stats_for_tokens(
     *,
     top_k: int = 10,
     chunk_floats: int | None = None,
-    fused: bool = False,
+    fused: bool | str = False,
 ) -> torch.Tensor:
     """All stats for N tokens: `residuals` [L, N, d], `final_logits` [N, V] -> [L, N, S].
 
     Streams over token chunks; two `C × V` float32 buffers are reused for every layer
     and chunk, so memory stays bounded whatever L, N or V. `fused=True` runs the
-    vocabulary-sized reductions through `torch.compile` (worth it on a GPU).
+    vocabulary-sized reductions through `torch.compile` (worth it on a GPU);
+    `fused="kernel"` runs the Triton kernel of `lens_kernel`, which never writes a
+    layer's logits to memory at all (GPU, or Triton's interpreter in the tests).
     """
     n_layers, n_tokens, _ = residuals.shape
     vocab = final_logits.shape[-1]
@@ -315,6 +394,16 @@ def stats_for_tokens(
     device = final_logits.device
     budget = chunk_floats or (_CHUNK_FLOATS if device.type == "cpu" else _CHUNK_FLOATS * 2)
     chunk = max(1, min(n_tokens, budget // vocab))
+    if fused == "kernel":
+        from eexit_core.lens_kernel import kernel_available
+
+        if not kernel_available(head, device):
+            raise ValueError("the fused lens kernel needs Triton, a CUDA device (or TRITON_INTERPRET=1) "
+                             "and a bias-free linear head without softcapping; use fused=False")
+        # its chunk only holds the final layer's rows (no per-layer logits): make it wider,
+        # so one launch has enough (token, layer) rows to fill a GPU
+        wide = max(1, min(n_tokens, (chunk_floats or _CHUNK_FLOATS * 4) // vocab))
+        return _kernel_stats(head, residuals, final_logits, top_k, wide)
     if fused:  # a fixed power-of-two chunk keeps the compiled kernels' shapes static
         chunk = 1 << (chunk.bit_length() - 1)
     logits_buf = torch.empty((chunk, vocab), dtype=torch.float32, device=device)

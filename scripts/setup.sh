@@ -33,6 +33,11 @@ fi
 
 log "installing eexit and its dependencies"
 $PIP install --quiet -e ".[test]"
+# CUDA builds of torch bring their own triton (the fused lens kernel); elsewhere the
+# kernel's tests run it through triton's CPU interpreter.
+if ! "$VENV/bin/python" -c "import triton" 2>/dev/null; then
+  $PIP install --quiet "triton==3.9.0"
+fi
 # Dagster's asset-selection parser needs antlr4 4.13; nothing else in this venv pins it.
 $PIP install --quiet "antlr4-python3-runtime>=4.13,<4.14"
 

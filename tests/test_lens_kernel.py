@@ -1,0 +1,92 @@
+"""The fused Triton lens kernel against the eager engine and the float64 reference.
+
+Runs through Triton's CPU interpreter (float32 tiles; `conftest.py` switches it on), so
+it checks the kernel's arithmetic here and in CI; on a GPU the same kernel multiplies
+half-precision tiles, and `make bench` checks it there against the float64 lens.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from eexit_core import lens
+from eexit_core.adapters import ExitHead, resolve_exit_head
+from tests.conftest import TEXTS, tiny_llama
+from tests.reference import reference_stats
+
+
+def _linear_head(vocab: int, d_model: int, generator: torch.Generator, layers: int, norm: bool = True) -> ExitHead:
+    lm_head = nn.Linear(d_model, vocab, bias=False)
+    with torch.no_grad():
+        lm_head.weight.copy_(torch.randn(vocab, d_model, generator=generator))
+    return ExitHead([nn.Identity()] * layers, nn.LayerNorm(d_model) if norm else None, lm_head)
+
+
+def _both(head: ExitHead, residuals: torch.Tensor, top_k: int = 5, chunk_floats: int | None = None):
+    with torch.no_grad():
+        final_logits = head.logits(residuals[-1])
+        eager = lens.stats_for_tokens(head, residuals, final_logits, top_k=top_k)
+        kernel = lens.stats_for_tokens(head, residuals, final_logits, top_k=top_k, fused="kernel", chunk_floats=chunk_floats)
+    return eager, kernel
+
+
+def test_kernel_equals_the_eager_engine_on_a_tiny_llama(tokenizer):
+    model = tiny_llama(len(tokenizer), layers=5, seed=3)
+    head = resolve_exit_head(model)
+    batch = lens.batches(lens.encode_texts(tokenizer, TEXTS, max_tokens=None, context_length=None),
+                         batch_size=8, pad_id=0, bos_id=2)[0]
+    residuals, logits = lens.capture_residuals(model, head, batch)
+    rows, cols = torch.nonzero(batch.scored, as_tuple=True)
+    stacked, final_logits = residuals[:, rows, cols], logits[rows, cols]
+    eager = lens.stats_for_tokens(head, stacked, final_logits)
+    kernel = lens.stats_for_tokens(head, stacked, final_logits, fused="kernel")
+    assert (eager - kernel).abs().max() < 1e-5
+    assert eager[:-1, :, 0].mean() < 0.9 and eager[:-1, :, 1].std() > 0  # top-1 / top-k really vary
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    vocab=st.integers(3, 200), d_model=st.integers(1, 40), n_tokens=st.integers(1, 9),
+    layers=st.integers(1, 4), spread=st.floats(0.05, 8.0), seed=st.integers(0, 2**16),
+)
+def test_kernel_equals_the_eager_engine_on_ragged_shapes(vocab, d_model, n_tokens, layers, spread, seed):
+    """Shapes that are not multiples of any tile; one layer (no kernel rows); tiny vocabularies."""
+    generator = torch.Generator().manual_seed(seed)
+    head = _linear_head(vocab, d_model, generator, layers, norm=False)
+    residuals = torch.randn(layers, n_tokens, d_model, generator=generator) * spread
+    eager, kernel = _both(head, residuals, top_k=min(3, vocab), chunk_floats=vocab * 4)
+    scale = eager.abs().clamp_min(1.0)  # KL and entropy are in nats: compare relatively
+    assert ((eager - kernel).abs() / scale).max() < 2e-5
+
+
+def test_kernel_stays_exact_when_early_layers_are_hundreds_of_nats_away():
+    """The online log-sum-exp and the streaming centred norm, against float64."""
+    generator = torch.Generator().manual_seed(1)
+    vocab, d_model, n_tokens = 1000, 16, 5
+    head = _linear_head(vocab, d_model, generator, layers=2, norm=False)
+    final = torch.randn(n_tokens, d_model, generator=generator) * 0.6
+    early = torch.randn(n_tokens, d_model, generator=generator) * 40.0 + 5.0  # a large logit mean too
+    residuals = torch.stack([early, final])
+    _, kernel = _both(head, residuals, top_k=10)
+    with torch.no_grad():
+        z_early, z_final = head.logits(early), head.logits(final)
+    for token in range(n_tokens):
+        reference = reference_stats(z_early[token], z_final[token], early[token], final[token], 10)
+        assert reference["kl_to_final"] > 50
+        for column, name in enumerate(lens.STAT_COLUMNS):
+            error = abs(float(kernel[0, token, column]) - reference[name]) / max(1.0, abs(reference[name]))
+            assert error < 1e-6, (token, name)
+
+
+def test_heads_the_kernel_cannot_serve_get_a_clear_error():
+    generator = torch.Generator().manual_seed(0)
+    residuals = torch.randn(2, 3, 8, generator=generator)
+    softcapped = ExitHead([nn.Identity()] * 2, None, nn.Linear(8, 50, bias=False), logit_softcap=30.0)
+    biased = ExitHead([nn.Identity()] * 2, None, nn.Linear(8, 50, bias=True))
+    for head in (softcapped, biased):
+        with torch.no_grad(), pytest.raises(ValueError, match="use fused=False"):
+            lens.stats_for_tokens(head, residuals, head.logits(residuals[-1]), fused="kernel")

@@ -361,7 +361,7 @@ def _kernel_stats(head: ExitHead, residuals: torch.Tensor, final_logits: torch.T
             hidden = residuals[:inner, start:stop].transpose(0, 1)  # [C, L-1, d], token-major
             normed = head.normed(hidden).to(weight.dtype).contiguous()
             scalars, top1, ranks = kernel_layer_reductions(
-                normed, weight, final["probs"], final["centred"], final["top_ids"]
+                normed, weight, final["probs"], final["centred"], final["top_ids"], head.logit_softcap
             )
             rows = _stats_from_reductions(
                 scalars, top1, ranks, final, hidden.reshape(-1, d_model).float(), final_logits.shape[-1], top_k, inner
@@ -399,7 +399,7 @@ def stats_for_tokens(
 
         if not kernel_available(head, device):
             raise ValueError("the fused lens kernel needs Triton, a CUDA device (or TRITON_INTERPRET=1) "
-                             "and a bias-free linear head without softcapping; use fused=False")
+                             "and a bias-free linear head; use fused=False")
         # its chunk only holds the final layer's rows (no per-layer logits): make it wider,
         # so one launch has enough (token, layer) rows to fill a GPU
         wide = max(1, min(n_tokens, (chunk_floats or _CHUNK_FLOATS * 4) // vocab))

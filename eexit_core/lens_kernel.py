@@ -48,8 +48,6 @@ def kernel_available(head: ExitHead, device: torch.device) -> bool:
     """Whether the fused kernel can serve this head on this device."""
     if triton is None or not isinstance(head.lm_head, nn.Linear) or head.lm_head.bias is not None:
         return False
-    if head.logit_softcap:  # not applied in the epilogue yet: softcapped heads stay eager
-        return False
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -60,7 +58,7 @@ if triton is not None:
         X, W, P_FINAL, C_FINAL, TOP_IDS, CAND, OUT, ARG, RANKS,
         n_rows, vocab, d_model, rows_per_token,
         stride_x, stride_w, stride_final,
-        TOP_K: tl.constexpr, K_PAD: tl.constexpr,
+        TOP_K: tl.constexpr, K_PAD: tl.constexpr, SOFTCAP: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     ):
         pid = tl.program_id(0)
@@ -92,6 +90,8 @@ if triton is not None:
                 x = tl.load(X + rows[:, None] * stride_x + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
                 w = tl.load(W + cols[:, None] * stride_w + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
                 acc = tl.dot(x, tl.trans(w), acc)
+            if SOFTCAP > 0:  # cap · tanh(acc / cap), with tanh(u) = 1 - 2 / (exp(2u) + 1)
+                acc = SOFTCAP * (1.0 - 2.0 / (tl.exp(2.0 * acc / SOFTCAP) + 1.0))
             z = tl.where(col_ok[None, :], acc, neg_inf)
             z_or_0 = tl.where(col_ok[None, :], acc, 0.0)
 
@@ -171,7 +171,7 @@ def _tuned():
 
 def kernel_layer_reductions(
     normed: torch.Tensor, weight: torch.Tensor, final_probs: torch.Tensor, final_centred: torch.Tensor,
-    final_top_ids: torch.Tensor,
+    final_top_ids: torch.Tensor, softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the kernel on `normed` [N, R, d]: R rows (layers) for each of N tokens.
 
@@ -184,7 +184,10 @@ def kernel_layer_reductions(
     k_pad = triton.next_power_of_2(top_k)
     # the candidates' logits from the kernel's own inputs (float32 products of the same
     # half-precision values), so a rank compares like with like
-    cand = torch.bmm(normed.float(), weight[final_top_ids].float().transpose(1, 2)).reshape(-1, top_k).contiguous()
+    cand = torch.bmm(normed.float(), weight[final_top_ids].float().transpose(1, 2)).reshape(-1, top_k)
+    if softcap:
+        cand = torch.tanh(cand / softcap) * softcap
+    cand = cand.contiguous()
     rows = normed.reshape(-1, d_model)
     n_rows = rows.shape[0]
     out = torch.empty((n_rows, _N_SCALARS), dtype=torch.float32, device=normed.device)
@@ -193,8 +196,9 @@ def kernel_layer_reductions(
     args = (rows, weight, final_probs, final_centred, final_top_ids.to(torch.int32).contiguous(), cand, out, arg, ranks,
             n_rows, vocab, d_model, rows_per_token, rows.stride(0), weight.stride(0), final_probs.stride(0))
     if normed.device.type == "cuda":
-        _tuned()[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)](*args, TOP_K=top_k, K_PAD=k_pad)
+        _tuned()[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)](*args, TOP_K=top_k, K_PAD=k_pad, SOFTCAP=float(softcap or 0.0))
     else:
         grid = (triton.cdiv(n_rows, _INTERPRETER_TILES["BLOCK_M"]),)
-        _lens_rows_kernel[grid](*args, TOP_K=top_k, K_PAD=k_pad, **_INTERPRETER_TILES)
+        _lens_rows_kernel[grid](*args, TOP_K=top_k, K_PAD=k_pad, SOFTCAP=float(softcap or 0.0),
+                                **_INTERPRETER_TILES)
     return out, arg, ranks[:, :top_k]

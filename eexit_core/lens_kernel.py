@@ -58,7 +58,7 @@ if triton is not None:
         X, W, P_FINAL, C_FINAL, TOP_IDS, CAND, OUT, ARG, RANKS,
         n_rows, vocab, d_model, rows_per_token,
         stride_x, stride_w, stride_final,
-        TOP_K: tl.constexpr, K_PAD: tl.constexpr, SOFTCAP: tl.constexpr,
+        TOP_K: tl.constexpr, K_PAD: tl.constexpr, SOFTCAP: tl.constexpr, EXACT_FP32: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     ):
         pid = tl.program_id(0)
@@ -89,7 +89,10 @@ if triton is not None:
                 k_ok = ks < d_model
                 x = tl.load(X + rows[:, None] * stride_x + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
                 w = tl.load(W + cols[:, None] * stride_w + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-                acc = tl.dot(x, tl.trans(w), acc)
+                if EXACT_FP32:  # float32 weights: no silent TF32 rounding on the GPU
+                    acc = tl.dot(x, tl.trans(w), acc, input_precision="ieee")
+                else:
+                    acc = tl.dot(x, tl.trans(w), acc)
             if SOFTCAP > 0:  # cap · tanh(acc / cap), with tanh(u) = 1 - 2 / (exp(2u) + 1)
                 acc = SOFTCAP * (1.0 - 2.0 / (tl.exp(2.0 * acc / SOFTCAP) + 1.0))
             z = tl.where(col_ok[None, :], acc, neg_inf)
@@ -193,12 +196,12 @@ def kernel_layer_reductions(
     out = torch.empty((n_rows, _N_SCALARS), dtype=torch.float32, device=normed.device)
     arg = torch.empty((n_rows,), dtype=torch.int32, device=normed.device)
     ranks = torch.empty((n_rows, k_pad), dtype=torch.int32, device=normed.device)
+    flags = {"TOP_K": top_k, "K_PAD": k_pad, "SOFTCAP": float(softcap or 0.0), "EXACT_FP32": weight.dtype == torch.float32}
     args = (rows, weight, final_probs, final_centred, final_top_ids.to(torch.int32).contiguous(), cand, out, arg, ranks,
             n_rows, vocab, d_model, rows_per_token, rows.stride(0), weight.stride(0), final_probs.stride(0))
     if normed.device.type == "cuda":
-        _tuned()[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)](*args, TOP_K=top_k, K_PAD=k_pad, SOFTCAP=float(softcap or 0.0))
+        _tuned()[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)](*args, **flags)
     else:
         grid = (triton.cdiv(n_rows, _INTERPRETER_TILES["BLOCK_M"]),)
-        _lens_rows_kernel[grid](*args, TOP_K=top_k, K_PAD=k_pad, SOFTCAP=float(softcap or 0.0),
-                                **_INTERPRETER_TILES)
+        _lens_rows_kernel[grid](*args, **flags, **_INTERPRETER_TILES)
     return out, arg, ranks[:, :top_k]

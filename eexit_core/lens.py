@@ -511,6 +511,10 @@ def _requested(stats: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(name for name in STAT_COLUMNS if name in stats)
 
 
+# how `token_layer_stats` runs the vocabulary-wide work (d-space cosines ignore it)
+LENS_ENGINES: dict[str, bool | str] = {"eager": False, "compiled": True, "kernel": "kernel"}
+
+
 def token_layer_stats(
     model: nn.Module,
     tokenizer,
@@ -520,6 +524,7 @@ def token_layer_stats(
     batch_size: int = 8,
     max_tokens: int | None = None,
     stats: Sequence[str] | None = None,
+    engine: str = "eager",
 ) -> "pl.DataFrame":
     """One row per (sample, position, layer) with the SPEC §1 stats; layer runs 1..L.
 
@@ -534,7 +539,13 @@ def token_layer_stats(
     `stats` picks columns (default: all). When only `logit_cos`, `logit_cos_raw` and
     `hidden_cos` are asked for and the head is linear, the d-space lens computes them
     through the head's Gram matrix with no vocabulary-sized work at all.
+
+    `engine` picks how the other stats run: "eager" (in-place float32 passes, the
+    default), "compiled" (`torch.compile`, GPU) or "kernel" (the fused Triton kernel of
+    `lens_kernel`, GPU). All three compute the same numbers (tested to 1e-5).
     """
+    if engine not in LENS_ENGINES:
+        raise ValueError(f"unknown lens engine {engine!r}; choose from {sorted(LENS_ENGINES)}")
     wanted = _requested(stats)
     head = resolve_exit_head(model)
     config = getattr(model, "config", None)
@@ -560,7 +571,7 @@ def token_layer_stats(
             by_name = dspace_stats(head, gram, stacked)
             values = torch.stack([by_name[name].float().cpu() for name in wanted], dim=-1)
         else:
-            values = stats_for_tokens(head, stacked, final_logits, top_k=top_k)
+            values = stats_for_tokens(head, stacked, final_logits, top_k=top_k, fused=LENS_ENGINES[engine])
             values = values[..., [STAT_COLUMNS.index(name) for name in wanted]]
         if not torch.isfinite(values).all():
             bad = sorted({int(l) + 1 for l in torch.nonzero(~torch.isfinite(values))[:, 0]})

@@ -131,6 +131,8 @@ class LensSettings:
     # None: every stat. Only cosines (logit_cos, logit_cos_raw, hidden_cos) switches the
     # lens to d-space: much faster, but no oracle exits (they need top1_match).
     stats: tuple[str, ...] | None = None
+    # "eager" | "compiled" | "kernel": how the vocabulary-wide stats run (lens.LENS_ENGINES)
+    engine: str = "eager"
 
 
 def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry, settings: LensSettings = LensSettings()) -> pl.DataFrame:
@@ -147,7 +149,7 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     texts = render_texts(prompts, tokenizer, use_chat_template=workload.chat_template)
     stats = token_layer_stats(
         lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size,
-        max_tokens=workload.max_tokens, stats=settings.stats,
+        max_tokens=workload.max_tokens, stats=settings.stats, engine=settings.engine,
     )
     prompt_ids = prompts["prompt_id"]
     stats = stats.with_columns(
@@ -157,7 +159,8 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     )
     meta = {
         "partition": partition,
-        "lens_version": lens_version(),
+        "lens_version": lens_version(settings.engine),
+        "lens_engine": settings.engine,
         "model_checksum": checkpoint.checksum,
         "workload_checksum": read_parquet_metadata(prompts_path).get("checksum"),
         "seed": workload.seed,
@@ -171,11 +174,17 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     return stats
 
 
-def lens_version() -> str:
-    """Checksum of the code that computes token stats: a change invalidates stored stats."""
+def lens_version(engine: str = "eager") -> str:
+    """Checksum of the code that computes token stats: a change invalidates stored stats.
+    The Triton kernel's module counts only for stats it computed."""
     from eexit_core import adapters, lens
 
-    return sha256_text(*(Path(m.__file__).read_text() for m in (lens, adapters)))[:16]
+    modules = [lens, adapters]
+    if engine == "kernel":
+        from eexit_core import lens_kernel
+
+        modules.append(lens_kernel)
+    return sha256_text(*(Path(m.__file__).read_text() for m in modules))[:16]
 
 
 def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: LensSettings) -> bool:
@@ -188,7 +197,8 @@ def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, set
         return False
     meta = read_parquet_metadata(path)
     return (
-        meta.get("lens_version") == lens_version()
+        meta.get("lens_version") == lens_version(settings.engine)
+        and meta.get("lens_engine", "eager") == settings.engine
         and meta.get("model_checksum") == json.loads(record.read_text()).get("checksum")
         and meta.get("workload_checksum") == read_parquet_metadata(prompts).get("checksum")
         and meta.get("top_k") == settings.top_k

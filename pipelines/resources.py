@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from eexit_core.exit_accuracy import ExitSweepSettings
+from eexit_core.lens import LENS_ENGINES
 from eexit_core.stages import LensSettings, ScoreSettings
 from eexit_core.workspace import Workspace
 
@@ -28,14 +29,18 @@ class EexitResource(dg.ConfigurableResource):
     # "full": every item and layer, five thresholds per exit signal (GPU runs)
     exit_sweep: str = "cpu"
     tolerance: float = 0.05
+    # how the vocabulary-wide lens stats run: "eager" | "compiled" | "kernel" (GPU)
+    lens_engine: str = "eager"
 
     @property
     def workspace(self) -> Workspace:
         return Workspace(Path(self.root))
 
     def lens_settings(self) -> LensSettings:
+        if self.lens_engine not in LENS_ENGINES:
+            raise ValueError(f"lens_engine must be one of {sorted(LENS_ENGINES)}, got {self.lens_engine!r} (EEXIT_LENS_ENGINE)")
         return LensSettings(top_k=self.top_k, batch_size=self.batch_size, device=self.device,
-                            stats=tuple(self.stats) if self.stats else None)
+                            stats=tuple(self.stats) if self.stats else None, engine=self.lens_engine)
 
     def score_settings(self) -> ScoreSettings:
         return ScoreSettings(alphas=tuple(self.alphas), fallback_reference=self.fallback_reference, tolerance=self.tolerance)
@@ -66,7 +71,8 @@ def _tolerance_from_env() -> float:
 
 def local_resources() -> dict[str, object]:
     return {"eexit": EexitResource(root=str(Workspace.default().root), device="cpu", batch_size=8, stats=_stats_from_env(),
-                                   exit_sweep=os.environ.get("EEXIT_EXIT_SWEEP", "cpu"), tolerance=_tolerance_from_env())}
+                                   exit_sweep=os.environ.get("EEXIT_EXIT_SWEEP", "cpu"), tolerance=_tolerance_from_env(),
+                                   lens_engine=os.environ.get("EEXIT_LENS_ENGINE", "eager"))}
 
 
 def cluster_resources() -> dict[str, object]:
@@ -79,6 +85,7 @@ def cluster_resources() -> dict[str, object]:
             stats=_stats_from_env(),
             exit_sweep=os.environ.get("EEXIT_EXIT_SWEEP", "full"),
             tolerance=_tolerance_from_env(),
+            lens_engine=os.environ.get("EEXIT_LENS_ENGINE", "eager"),
         )
     }
 

@@ -99,3 +99,15 @@ def test_heads_the_kernel_cannot_serve_get_a_clear_error():
     biased = ExitHead([nn.Identity()] * 2, None, nn.Linear(8, 50, bias=True))
     with torch.no_grad(), pytest.raises(ValueError, match="use fused=False"):
         lens.stats_for_tokens(biased, residuals, biased.logits(residuals[-1]), fused="kernel")
+
+
+def test_token_layer_stats_runs_each_engine_to_the_same_numbers(tokenizer):
+    model = tiny_llama(len(tokenizer), layers=3, seed=4)
+    eager = lens.token_layer_stats(model, tokenizer, TEXTS)
+    kernel = lens.token_layer_stats(model, tokenizer, TEXTS, engine="kernel")
+    assert eager.select("sample", "position", "layer").equals(kernel.select("sample", "position", "layer"))
+    for name in lens.STAT_COLUMNS:
+        gap = (eager[name].cast(float) - kernel[name].cast(float)).abs().max()
+        assert gap < 1e-5, name
+    with pytest.raises(ValueError, match="unknown lens engine 'fast'"):
+        lens.token_layer_stats(model, tokenizer, TEXTS, engine="fast")

@@ -189,6 +189,27 @@ def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
     assert leftovers == []
 
 
+def test_changing_the_lens_engine_recomputes_the_stats_with_the_same_numbers(tiny_workspace):
+    """EEXIT_LENS_ENGINE=kernel (Triton's interpreter here): stats made by the eager engine
+    are not fresh for it, the engine is recorded, and the scores do not move."""
+    from eexit_core.artifacts import read_parquet_metadata
+
+    db = tiny_workspace / "data" / "results.duckdb"
+    query = "select model_id, workload_id, metric, alpha, eas from eas_scores order by all"
+    before = duckdb.connect(str(db), read_only=True).sql(query).fetchall()
+    result = _run(tiny_workspace, "--stage", "stats", EEXIT_LENS_ENGINE="kernel", EEXIT_MODELS="tiny-llama")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "(stats fresh)" not in result.stdout
+    stats_file = tiny_workspace / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__humaneval.parquet"
+    assert read_parquet_metadata(stats_file)["lens_engine"] == "kernel"
+    assert _run(tiny_workspace, "--stage", "results", EEXIT_MODELS="tiny-llama").returncode == 0
+    after = duckdb.connect(str(db), read_only=True).sql(query).fetchall()
+    assert [row[:4] for row in after] == [row[:4] for row in before]
+    assert max(abs(a[4] - b[4]) for a, b in zip(after, before)) < 1e-5
+    bad = _run(tiny_workspace, "--stage", "stats", EEXIT_LENS_ENGINE="fast", EEXIT_MODELS="tiny-llama")
+    assert bad.returncode != 0 and "EEXIT_LENS_ENGINE" in bad.stdout + bad.stderr
+
+
 def test_cosine_only_run_uses_the_dspace_lens(tiny_workspace, tmp_path):
     """EEXIT_STATS with cosines only: EAS under those metrics, no oracle exits, no crash."""
     import shutil

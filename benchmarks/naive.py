@@ -11,10 +11,6 @@ from collections.abc import Callable
 
 import torch
 
-STATS = ("top1_match", "topk_overlap", "kl_to_final", "logit_cos", "logit_cos_raw",
-         "hidden_cos", "entropy", "max_prob", "margin")
-
-
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-30)
 

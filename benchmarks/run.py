@@ -271,8 +271,9 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
         roofline = H200_BF16_FLOPS / flops
         result.update(roofline_tok_s=roofline, roofline_frac=result["engine_tok_s"] / roofline,
                       naive_roofline_frac=result["naive_tok_s"] / roofline,
-                      kernel_roofline_frac=result.get("kernel_tok_s", float("nan")) / roofline,
                       forward_only_roofline_frac=result["forward_tok_s"] / (H200_BF16_FLOPS / _forward_flops_per_token(model, seq)))
+        if "kernel_tok_s" in result:
+            result["kernel_roofline_frac"] = result["kernel_tok_s"] / roofline
     del model
     if device == "cuda":
         torch.cuda.empty_cache()

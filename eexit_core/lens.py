@@ -175,6 +175,41 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Te
     return torch.mul(a, b, out=scratch).sum(dim=-1)
 
 
+def _assemble_stats(
+    *, vocab: int, top_k: int, top1_match: torch.Tensor, overlap: torch.Tensor, mean: torch.Tensor,
+    centred_sq: torch.Tensor, centred_dot: torch.Tensor, total: torch.Tensor, weighted: torch.Tensor,
+    final_dot_shifted: torch.Tensor, second_gap: torch.Tensor, hidden: torch.Tensor,
+    final_mean: torch.Tensor, final_centred_norm: torch.Tensor, final_neg_entropy: torch.Tensor,
+    final_hidden: torch.Tensor, final_hidden_norm: torch.Tensor,
+) -> torch.Tensor:
+    """The stats [C, S] from one layer's row sums, shared by every engine.
+
+    With `z` shifted so its max is 0: `total` = sum exp(z), `weighted` = sum exp(z)·z,
+    `final_dot_shifted` = sum p_L·z, `second_gap` = (runner-up − max) logit; `mean`,
+    `centred_sq` and `centred_dot` describe the unshifted logits.
+    """
+    lse = torch.log(total)  # logsumexp of the shifted logits
+    max_prob = 1.0 / total
+    # raw (uncentred) quantities follow exactly from the centred ones and the means
+    raw_dot = centred_dot + vocab * mean * final_mean
+    raw_norm = torch.sqrt(centred_sq + vocab * mean.square())
+    final_raw_norm = torch.sqrt(final_centred_norm.square() + vocab * final_mean.square())
+    hidden_cos = (hidden * final_hidden).sum(-1) / (torch.sqrt((hidden * hidden).sum(-1)) * final_hidden_norm).clamp_min(1e-30)
+    columns = {
+        "top1_match": top1_match.to(torch.float32),
+        "topk_overlap": overlap.to(torch.float32) / top_k,
+        # KL(p_L || p_l) = sum p_L log p_L - sum p_L (z - lse), as sum p_L = 1
+        "kl_to_final": (final_neg_entropy - (final_dot_shifted - lse)).clamp_min(0.0),
+        "logit_cos": centred_dot / (torch.sqrt(centred_sq) * final_centred_norm).clamp_min(1e-30),
+        "logit_cos_raw": raw_dot / (raw_norm * final_raw_norm).clamp_min(1e-30),
+        "hidden_cos": hidden_cos,
+        "entropy": lse - weighted / total,
+        "max_prob": max_prob,
+        "margin": max_prob - torch.exp(second_gap) / total,
+    }
+    return torch.stack([columns[name] for name in STAT_COLUMNS], dim=-1)
+
+
 def _layer_stats(
     z: torch.Tensor, scratch: torch.Tensor, final: dict[str, torch.Tensor], hidden: torch.Tensor, top_k: int
 ) -> torch.Tensor:
@@ -190,36 +225,18 @@ def _layer_stats(
     z.sub_(mean[:, None])  # z is now centred
     centred_sq = torch.linalg.vector_norm(z, dim=-1).square()
     centred_dot = _rowdot(z, final["centred"], scratch)
-    # raw (uncentred) quantities follow exactly from the centred ones and the means
-    raw_dot = centred_dot + vocab * mean * final["mean"]
-    raw_norm = torch.sqrt(centred_sq + vocab * mean.square())
-    final_raw_norm = torch.sqrt(final["centred_norm"].square() + vocab * final["mean"].square())
     z.sub_((top_vals[:, :1] - mean[:, None]))  # z is now shifted: max 0, so exp cannot overflow
     final_dot_shifted = _rowdot(z, final["probs"], scratch)
     total = torch.exp(z, out=scratch).sum(dim=-1)
     weighted = scratch.mul_(z).sum(dim=-1)
-    lse = torch.log(total)  # logsumexp of the shifted logits
-    # KL(p_L || p_l) = sum p_L log p_L - sum p_L (z - lse), as sum p_L = 1
-    kl = final["neg_entropy"] - (final_dot_shifted - lse)
-    entropy = lse - weighted / total
-    max_prob = 1.0 / total
-    margin = max_prob - torch.exp(top_vals[:, 1] - top_vals[:, 0]) / total
-    overlap = (top_ids[:, :, None] == final["top_ids"][:, None, :]).any(-1).sum(-1)
-    hidden_cos = torch.linalg.vecdot(hidden, final["hidden"]) / (
-        torch.linalg.vector_norm(hidden, dim=-1) * final["hidden_norm"]
-    ).clamp_min(1e-30)
-    columns = {
-        "top1_match": (top_ids[:, 0] == final["top_ids"][:, 0]).to(torch.float32),
-        "topk_overlap": overlap.to(torch.float32) / top_k,
-        "kl_to_final": kl.clamp_min(0.0),
-        "logit_cos": centred_dot / (torch.sqrt(centred_sq) * final["centred_norm"]).clamp_min(1e-30),
-        "logit_cos_raw": raw_dot / (raw_norm * final_raw_norm).clamp_min(1e-30),
-        "hidden_cos": hidden_cos,
-        "entropy": entropy,
-        "max_prob": max_prob,
-        "margin": margin,
-    }
-    return torch.stack([columns[name] for name in STAT_COLUMNS], dim=-1)
+    return _assemble_stats(
+        vocab=vocab, top_k=top_k, top1_match=top_ids[:, 0] == final["top_ids"][:, 0],
+        overlap=(top_ids[:, :, None] == final["top_ids"][:, None, :]).any(-1).sum(-1),
+        mean=mean, centred_sq=centred_sq, centred_dot=centred_dot, total=total, weighted=weighted,
+        final_dot_shifted=final_dot_shifted, second_gap=top_vals[:, 1] - top_vals[:, 0], hidden=hidden,
+        final_mean=final["mean"], final_centred_norm=final["centred_norm"], final_neg_entropy=final["neg_entropy"],
+        final_hidden=final["hidden"], final_hidden_norm=final["hidden_norm"],
+    )
 
 
 def _layer_stats_fusable(
@@ -251,36 +268,14 @@ def _layer_stats_fusable(
     rank = (z[:, :, None] > candidates[:, None, :]).sum(dim=1)  # [C, k]
     mean = z.mean(dim=-1, keepdim=True)
     centred = z - mean
-    centred_sq = (centred * centred).sum(-1)
-    centred_dot = (centred * final_centred).sum(-1)
     shifted = z - top1[:, None]
     exp = torch.exp(shifted)
-    total = exp.sum(-1)
-    weighted = (exp * shifted).sum(-1)
-    final_dot_shifted = (final_probs * shifted).sum(-1)
-    mean = mean[:, 0]
-    raw_dot = centred_dot + vocab * mean * final_mean
-    raw_norm = torch.sqrt(centred_sq + vocab * mean * mean)
-    final_raw_norm = torch.sqrt(final_centred_norm * final_centred_norm + vocab * final_mean * final_mean)
-    lse = torch.log(total)
-    max_prob = 1.0 / total
-    overlap = (rank < top_k).sum(-1)
-    hidden_cos = (hidden * final_hidden).sum(-1) / (
-        torch.sqrt((hidden * hidden).sum(-1)) * final_hidden_norm
-    ).clamp_min(1e-30)
-    return torch.stack(
-        [
-            (top1_id == final_top_ids[:, 0]).to(torch.float32),
-            overlap.to(torch.float32) / top_k,
-            (final_neg_entropy - (final_dot_shifted - lse)).clamp_min(0.0),
-            centred_dot / (torch.sqrt(centred_sq) * final_centred_norm).clamp_min(1e-30),
-            raw_dot / (raw_norm * final_raw_norm).clamp_min(1e-30),
-            hidden_cos,
-            lse - weighted / total,
-            max_prob,
-            max_prob - torch.exp(second - top1) / total,
-        ],
-        dim=-1,
+    return _assemble_stats(
+        vocab=vocab, top_k=top_k, top1_match=top1_id == final_top_ids[:, 0], overlap=(rank < top_k).sum(-1),
+        mean=mean[:, 0], centred_sq=(centred * centred).sum(-1), centred_dot=(centred * final_centred).sum(-1),
+        total=exp.sum(-1), weighted=(exp * shifted).sum(-1), final_dot_shifted=(final_probs * shifted).sum(-1),
+        second_gap=second - top1, hidden=hidden, final_mean=final_mean, final_centred_norm=final_centred_norm,
+        final_neg_entropy=final_neg_entropy, final_hidden=final_hidden, final_hidden_norm=final_hidden_norm,
     )
 
 
@@ -309,37 +304,27 @@ def _stats_from_reductions(
     scalars: torch.Tensor, top1: torch.Tensor, ranks: torch.Tensor, final: dict[str, torch.Tensor],
     hidden: torch.Tensor, vocab: int, top_k: int, rows_per_token: int,
 ) -> torch.Tensor:
-    """Stats [R, S] from the fused kernel's per-row reductions (see `lens_kernel`); the
-    same formulas as `_layer_stats`, with the row's final-layer values repeated."""
+    """Stats [R, S] from the fused kernel's per-row reductions (see `lens_kernel`), with
+    each row's final-layer values repeated."""
     from eexit_core import lens_kernel as k
 
     def per_row(key: str) -> torch.Tensor:
         return final[key].repeat_interleave(rows_per_token, dim=0)
 
-    run_max, run_sum, run_ent = scalars[:, k._RUN_MAX], scalars[:, k._RUN_SUM], scalars[:, k._RUN_ENT]
-    mean, centred_sq = scalars[:, k._MEAN], scalars[:, k._M2]
-    lse = run_max + torch.log(run_sum)
-    # sum(c_L) is zero only up to rounding; remove the mean's share exactly
-    centred_dot = scalars[:, k._C_DOT] - mean * per_row("centred").sum(-1)
-    final_mean, final_centred_norm = per_row("mean"), per_row("centred_norm")
-    raw_dot = centred_dot + vocab * mean * final_mean
-    raw_norm = torch.sqrt(centred_sq + vocab * mean.square())
-    final_raw_norm = torch.sqrt(final_centred_norm.square() + vocab * final_mean.square())
-    max_prob = 1.0 / run_sum
-    final_hidden = per_row("hidden")
-    columns = {
-        "top1_match": (top1.long() == per_row("top_ids")[:, 0]).to(torch.float32),
-        "topk_overlap": (ranks < top_k).sum(-1).to(torch.float32) / top_k,
-        "kl_to_final": (per_row("neg_entropy") - (scalars[:, k._P_DOT] - lse)).clamp_min(0.0),
-        "logit_cos": centred_dot / (torch.sqrt(centred_sq) * final_centred_norm).clamp_min(1e-30),
-        "logit_cos_raw": raw_dot / (raw_norm * final_raw_norm).clamp_min(1e-30),
-        "hidden_cos": torch.linalg.vecdot(hidden, final_hidden)
-        / (torch.linalg.vector_norm(hidden, dim=-1) * per_row("hidden_norm")).clamp_min(1e-30),
-        "entropy": torch.log(run_sum) - run_ent / run_sum,
-        "max_prob": max_prob,
-        "margin": max_prob - torch.exp(scalars[:, k._SECOND] - run_max) / run_sum,
-    }
-    return torch.stack([columns[name] for name in STAT_COLUMNS], dim=-1)
+    # sum(c_L) is zero only up to rounding; the mean's share of c_dot is removed exactly
+    # (summed once per token: repeating the V-wide rows first would cost C·R·V floats)
+    centred_sum = final["centred"].sum(-1).repeat_interleave(rows_per_token, dim=0)
+
+    run_max, mean = scalars[:, k._RUN_MAX], scalars[:, k._MEAN]
+    return _assemble_stats(
+        vocab=vocab, top_k=top_k, top1_match=top1.long() == per_row("top_ids")[:, 0], overlap=(ranks < top_k).sum(-1),
+        mean=mean, centred_sq=scalars[:, k._M2],
+        centred_dot=scalars[:, k._C_DOT] - mean * centred_sum,
+        total=scalars[:, k._RUN_SUM], weighted=scalars[:, k._RUN_ENT],
+        final_dot_shifted=scalars[:, k._P_DOT] - run_max, second_gap=scalars[:, k._SECOND] - run_max, hidden=hidden,
+        final_mean=per_row("mean"), final_centred_norm=per_row("centred_norm"), final_neg_entropy=per_row("neg_entropy"),
+        final_hidden=per_row("hidden"), final_hidden_norm=per_row("hidden_norm"),
+    )
 
 
 def _kernel_stats(head: ExitHead, residuals: torch.Tensor, final_logits: torch.Tensor, top_k: int, chunk: int) -> torch.Tensor:

@@ -35,6 +35,7 @@ from benchmarks.reference import float64_head_lens, float64_lens
 from eexit_core.adapters import resolve_exit_head
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 from eexit_core.lens import STAT_COLUMNS, EncodedBatch, capture_residuals, stats_for_tokens
+from eexit_core import lens_kernel
 from eexit_core.lens_kernel import kernel_available
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -260,7 +261,8 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
         t_kernel, kernel_out, mem_kernel = _timed(device, engine_kernel, repeats)
         result.update(kernel_tok_s=n_tokens / t_kernel, kernel_speedup=t_naive / t_kernel,
                       kernel_max_abs_diff=max(_errors(kernel_out, reference).values()),
-                      kernel_peak_mem_bytes=int(mem_kernel.peak))
+                      kernel_peak_mem_bytes=int(mem_kernel.peak),
+                      kernel_tuned_config=str(getattr(lens_kernel._tuned(), "best_config", None)))
     if gram is not None:
         t_dspace, dspace_out, _ = _timed(device, dspace, repeats)
         columns = [STAT_COLUMNS.index(n) for n in DSPACE_STATS]

@@ -95,12 +95,38 @@ if triton is not None:
                     acc = tl.dot(x, tl.trans(w), acc)
             if SOFTCAP > 0:  # cap · tanh(acc / cap), with tanh(u) = 1 - 2 / (exp(2u) + 1)
                 acc = SOFTCAP * (1.0 - 2.0 / (tl.exp(2.0 * acc / SOFTCAP) + 1.0))
+            # padding columns multiply zero weights, so their acc is exactly 0 (so is
+            # cap·tanh(0)): sums over acc need no mask. The dots and the mean come first, so
+            # the final rows they load die before the top-k counts need registers.
+
+            # dot products with the final layer: its probabilities and centred logits
+            final_at = token[:, None] * stride_final + cols[None, :]
+            final_ok = row_ok[:, None] & col_ok[None, :]
+            p_dot += tl.sum(tl.load(P_FINAL + final_at, mask=final_ok, other=0.0) * acc, axis=1)
+            c_dot += tl.sum(tl.load(C_FINAL + final_at, mask=final_ok, other=0.0) * acc, axis=1)
+
+            # streaming mean and squared deviations (Chan's pairwise merge)
+            n_old = n0 * 1.0
+            n_tile = tl.minimum(vocab - n0, BLOCK_N) * 1.0
+            tile_mean = tl.sum(acc, axis=1) / n_tile
+            deviation = tl.where(col_ok[None, :], acc - tile_mean[:, None], 0.0)
+            tile_m2 = tl.sum(deviation * deviation, axis=1)
+            n_new = n_old + n_tile
+            gap = tile_mean - mean
+            mean = mean + gap * (n_tile / n_new)
+            m2 = m2 + tile_m2 + gap * gap * (n_old * n_tile / n_new)
+
+            # how many logits beat each of the final layer's top-k tokens (itself excluded)
             z = tl.where(col_ok[None, :], acc, neg_inf)
-            z_or_0 = tl.where(col_ok[None, :], acc, 0.0)
+            for j in tl.static_range(TOP_K):
+                cand = tl.load(CAND + rows * TOP_K + j, mask=row_ok, other=float("inf"))
+                cand_id = tl.load(TOP_IDS + token * TOP_K + j, mask=row_ok, other=-1)
+                beats = (z > cand[:, None]) & (cols[None, :] != cand_id[:, None])
+                above = tl.sum(beats.to(tl.int32), axis=1)
+                ranks += tl.where(k_lanes[None, :] == j, above[:, None], 0)
 
             # top-1 and the runner-up
-            tile_max = tl.max(z, axis=1)
-            tile_arg = tl.argmax(z, axis=1)
+            tile_max, tile_arg = tl.max(z, axis=1, return_indices=True)
             tile_second = tl.max(tl.where(lanes[None, :] == tile_arg[:, None], neg_inf, z), axis=1)
             new_max = tl.maximum(run_max, tile_max)
             second = tl.maximum(tl.maximum(second, tile_second), tl.minimum(run_max, tile_max))
@@ -115,31 +141,6 @@ if triton is not None:
             run_ent = scale * (run_ent + moved) + tl.sum(expo * shifted, axis=1)
             run_sum = scale * run_sum + tl.sum(expo, axis=1)
             run_max = new_max
-
-            # streaming mean and squared deviations (Chan's pairwise merge)
-            n_old = n0 * 1.0
-            n_tile = tl.minimum(vocab - n0, BLOCK_N) * 1.0
-            tile_mean = tl.sum(z_or_0, axis=1) / n_tile
-            deviation = tl.where(col_ok[None, :], acc - tile_mean[:, None], 0.0)
-            tile_m2 = tl.sum(deviation * deviation, axis=1)
-            n_new = n_old + n_tile
-            gap = tile_mean - mean
-            mean = mean + gap * (n_tile / n_new)
-            m2 = m2 + tile_m2 + gap * gap * (n_old * n_tile / n_new)
-
-            # dot products with the final layer: its probabilities and centred logits
-            final_at = token[:, None] * stride_final + cols[None, :]
-            final_ok = row_ok[:, None] & col_ok[None, :]
-            p_dot += tl.sum(tl.load(P_FINAL + final_at, mask=final_ok, other=0.0) * z_or_0, axis=1)
-            c_dot += tl.sum(tl.load(C_FINAL + final_at, mask=final_ok, other=0.0) * z_or_0, axis=1)
-
-            # how many logits beat each of the final layer's top-k tokens (itself excluded)
-            for j in tl.static_range(TOP_K):
-                cand = tl.load(CAND + rows * TOP_K + j, mask=row_ok, other=float("inf"))
-                cand_id = tl.load(TOP_IDS + token * TOP_K + j, mask=row_ok, other=-1)
-                beats = (z > cand[:, None]) & (cols[None, :] != cand_id[:, None])
-                above = tl.sum(beats.to(tl.int32), axis=1)
-                ranks += tl.where(k_lanes[None, :] == j, above[:, None], 0)
 
         out = OUT + rows * 8
         tl.store(out + 0, run_max, mask=row_ok)
@@ -160,6 +161,7 @@ _INTERPRETER_TILES = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16}
 
 _GPU_CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages): timed once per (vocab, d) shape
     (64, 128, 64, 4, 3), (64, 128, 64, 8, 3), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 256, 64, 8, 3),
+    (128, 64, 64, 8, 3),
 ]
 _TUNED: dict[str, object] = {}
 

@@ -111,3 +111,25 @@ def test_token_layer_stats_runs_each_engine_to_the_same_numbers(tokenizer):
         assert gap < 1e-5, name
     with pytest.raises(ValueError, match="unknown lens engine 'fast'"):
         lens.token_layer_stats(model, tokenizer, TEXTS, engine="fast")
+
+
+# Ahead-of-time builds for the H200 (sm_90a): what the interpreter cannot show
+
+def test_the_kernel_compiles_for_the_h200_on_tensor_cores_without_spilling():
+    from benchmarks.kernel_resources import compile_config
+
+    build = compile_config((128, 64, 64, 8, 3))  # the Llama-3-8B anchor shape, bf16 weights
+    assert build.tensor_cores, "the exit head's matmul must run on Hopper's wgmma tensor cores"
+    assert build.fits
+    assert (build.spill_store_bytes, build.spill_load_bytes) == (0, 0), build
+
+
+@pytest.mark.slow
+def test_every_tuned_config_compiles_for_the_h200_and_fits_its_shared_memory():
+    from benchmarks.kernel_resources import compile_config, tuned_builds
+
+    builds = tuned_builds("bf16", softcap=30.0, vocab=32000, d_model=4096)  # Llama-2 and a Gemma-2 cap
+    assert len(builds) >= 4
+    assert all(b.fits and b.tensor_cores for b in builds), builds
+    exact = compile_config((64, 128, 64, 8, 3), "fp32", vocab=49152, d_model=576)  # SmolLM2 in float32
+    assert exact.fits and not exact.tensor_cores, "float32 weights multiply in IEEE float32, not on TF32 cores"

@@ -33,7 +33,7 @@ HOPPER_SHARED_LIMIT = 227 * 1024
 ANCHOR = {"vocab": 128256, "d_model": 4096, "rows_per_token": 31, "top_k": 10}
 
 _POINTERS = {"X": "*{w}", "W": "*{w}", "P_FINAL": "*fp32", "C_FINAL": "*fp32", "TOP_IDS": "*i32", "CAND": "*fp32",
-             "OUT": "*fp32", "ARG": "*i32", "RANKS": "*i32"}
+             "OUT": "*fp32", "ARG": "*i32", "RANKS": "*i32", "COUNTED": "*i32"}
 
 
 @dataclass(frozen=True)

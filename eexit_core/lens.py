@@ -345,11 +345,11 @@ def _kernel_stats(head: ExitHead, residuals: torch.Tensor, final_logits: torch.T
                 continue
             hidden = residuals[:inner, start:stop].transpose(0, 1)  # [C, L-1, d], token-major
             normed = head.normed(hidden).to(weight.dtype).contiguous()
-            scalars, top1, ranks = kernel_layer_reductions(
+            reduced = kernel_layer_reductions(
                 normed, weight, final["probs"], final["centred"], final["top_ids"], head.logit_softcap
             )
             rows = _stats_from_reductions(
-                scalars, top1, ranks, final, hidden.reshape(-1, d_model).float(), final_logits.shape[-1], top_k, inner
+                reduced.scalars, reduced.top1, reduced.ranks, final, hidden.reshape(-1, d_model).float(), final_logits.shape[-1], top_k, inner
             )
             out[:inner, start:stop] = rows.view(stop - start, inner, -1).transpose(0, 1)
     return out.cpu()

@@ -15,7 +15,9 @@ running reductions:
 - the dot products with the final layer's probabilities (KL) and centred logits (logit
   cosine); rows are token-major, so a program reads each token's final row once a tile;
 - for each of the final layer's top-k tokens, how many logits exceed its logit here
-  (top-k overlap without a vocabulary-wide top-k).
+  (top-k overlap without a vocabulary-wide top-k). Only "fewer than k" matters, so a
+  program skips the counting on tiles where no logit beats a still-undecided token
+  (92-97 % of tiles on the embedded models).
 
 The same arithmetic as `lens._layer_stats`, in a different order; `tests/test_lens_kernel.py`
 checks it against the eager engine through Triton's CPU interpreter (float32). On a GPU
@@ -26,6 +28,7 @@ engine's `ExitHead.logits_into` does.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -55,7 +58,7 @@ if triton is not None:
 
     @triton.jit
     def _lens_rows_kernel(
-        X, W, P_FINAL, C_FINAL, TOP_IDS, CAND, OUT, ARG, RANKS,
+        X, W, P_FINAL, C_FINAL, TOP_IDS, CAND, OUT, ARG, RANKS, COUNTED,
         n_rows, vocab, d_model, rows_per_token,
         stride_x, stride_w, stride_final,
         TOP_K: tl.constexpr, K_PAD: tl.constexpr, SOFTCAP: tl.constexpr, EXACT_FP32: tl.constexpr,
@@ -79,6 +82,11 @@ if triton is not None:
         p_dot = tl.zeros([BLOCK_M], tl.float32)
         c_dot = tl.zeros([BLOCK_M], tl.float32)
         ranks = tl.zeros([BLOCK_M, K_PAD], tl.int32)
+        cand_at = rows[:, None] * TOP_K + k_lanes[None, :]
+        cand_ok = row_ok[:, None] & (k_lanes[None, :] < TOP_K)
+        # the lowest of each row's candidates still undecided (fewer than TOP_K logits above it)
+        lowest_open = tl.min(tl.load(CAND + cand_at, mask=cand_ok, other=float("inf")), axis=1)
+        counted = 0
 
         for n0 in range(0, vocab, BLOCK_N):
             cols = n0 + lanes
@@ -116,21 +124,28 @@ if triton is not None:
             mean = mean + gap * (n_tile / n_new)
             m2 = m2 + tile_m2 + gap * gap * (n_old * n_tile / n_new)
 
-            # how many logits beat each of the final layer's top-k tokens (itself excluded)
-            z = tl.where(col_ok[None, :], acc, neg_inf)
-            for j in tl.static_range(TOP_K):
-                cand = tl.load(CAND + rows * TOP_K + j, mask=row_ok, other=float("inf"))
-                cand_id = tl.load(TOP_IDS + token * TOP_K + j, mask=row_ok, other=-1)
-                beats = (z > cand[:, None]) & (cols[None, :] != cand_id[:, None])
-                above = tl.sum(beats.to(tl.int32), axis=1)
-                ranks += tl.where(k_lanes[None, :] == j, above[:, None], 0)
-
             # top-1 and the runner-up
+            z = tl.where(col_ok[None, :], acc, neg_inf)
             tile_max, tile_arg = tl.max(z, axis=1, return_indices=True)
             tile_second = tl.max(tl.where(lanes[None, :] == tile_arg[:, None], neg_inf, z), axis=1)
             new_max = tl.maximum(run_max, tile_max)
             second = tl.maximum(tl.maximum(second, tile_second), tl.minimum(run_max, tile_max))
             arg = tl.where(tile_max > run_max, tile_arg + n0, arg)
+
+            # how many logits beat each of the final layer's top-k tokens (itself excluded).
+            # Only whether fewer than TOP_K do matters, so a tile with no logit above any
+            # row's lowest undecided candidate is skipped: on real models 92-97 % of tiles.
+            # A count is therefore exact while below TOP_K and only a lower bound after.
+            if tl.max(tile_max - lowest_open, axis=0) > 0:
+                for j in tl.static_range(TOP_K):
+                    cand = tl.load(CAND + rows * TOP_K + j, mask=row_ok, other=float("inf"))
+                    cand_id = tl.load(TOP_IDS + token * TOP_K + j, mask=row_ok, other=-1)
+                    beats = (z > cand[:, None]) & (cols[None, :] != cand_id[:, None])
+                    above = tl.sum(beats.to(tl.int32), axis=1)
+                    ranks += tl.where(k_lanes[None, :] == j, above[:, None], 0)
+                open_cand = tl.load(CAND + cand_at, mask=cand_ok & (ranks < TOP_K), other=float("inf"))
+                lowest_open = tl.min(open_cand, axis=1)
+                counted += 1
 
             # online log-sum-exp and entropy numerator, rescaled to the new running max
             # (padding columns and the first tile's -inf max are kept out of every product)
@@ -153,6 +168,7 @@ if triton is not None:
         tl.store(out + 7, c_dot, mask=row_ok)
         tl.store(ARG + rows, arg, mask=row_ok)
         tl.store(RANKS + rows[:, None] * K_PAD + k_lanes[None, :], ranks, mask=row_ok[:, None])
+        tl.store(COUNTED + pid, counted)
 
 
 # tiles for the CPU interpreter (the tests): the smallest `tl.dot` takes; on a GPU `_tuned` picks
@@ -170,19 +186,24 @@ def _tuned():
     if "kernel" not in _TUNED:
         configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=st)
                    for m, n, k, w, st in _GPU_CONFIGS]
-        _TUNED["kernel"] = triton.autotune(configs, key=["vocab", "d_model"])(_lens_rows_kernel)
+        _TUNED["kernel"] = triton.autotune(configs, key=["vocab", "d_model"], reset_to_zero=["COUNTED"])(_lens_rows_kernel)
     return _TUNED["kernel"]
+
+
+class KernelReductions(NamedTuple):
+    """The kernel's output, per row (token-major, [N·R, ...])."""
+
+    scalars: torch.Tensor  # [N·R, 8], in the order of _RUN_MAX .. _C_DOT
+    top1: torch.Tensor  # [N·R] int32
+    ranks: torch.Tensor  # [N·R, k]: logits above each final top-k token; exact below k, else ≥ k
+    counted_frac: float  # the share of (program, vocabulary tile) pairs that had to count ranks
 
 
 def kernel_layer_reductions(
     normed: torch.Tensor, weight: torch.Tensor, final_probs: torch.Tensor, final_centred: torch.Tensor,
     final_top_ids: torch.Tensor, softcap: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the kernel on `normed` [N, R, d]: R rows (layers) for each of N tokens.
-
-    Returns, per row (token-major, [N·R, ...]): the scalars [N·R, 8], the top-1 ids and,
-    for each of the final layer's top-k tokens, how many logits exceed it [N·R, k].
-    """
+) -> KernelReductions:
+    """Run the kernel on `normed` [N, R, d]: R rows (layers) for each of N tokens."""
     n_tokens, rows_per_token, d_model = normed.shape
     vocab = weight.shape[0]
     top_k = final_top_ids.shape[1]
@@ -198,12 +219,18 @@ def kernel_layer_reductions(
     out = torch.empty((n_rows, _N_SCALARS), dtype=torch.float32, device=normed.device)
     arg = torch.empty((n_rows,), dtype=torch.int32, device=normed.device)
     ranks = torch.empty((n_rows, k_pad), dtype=torch.int32, device=normed.device)
+    smallest_block = min([_INTERPRETER_TILES["BLOCK_M"]] + [config[0] for config in _GPU_CONFIGS])
+    counted = torch.zeros((triton.cdiv(n_rows, smallest_block),), dtype=torch.int32, device=normed.device)
     flags = {"TOP_K": top_k, "K_PAD": k_pad, "SOFTCAP": float(softcap or 0.0), "EXACT_FP32": weight.dtype == torch.float32}
-    args = (rows, weight, final_probs, final_centred, final_top_ids.to(torch.int32).contiguous(), cand, out, arg, ranks,
+    args = (rows, weight, final_probs, final_centred, final_top_ids.to(torch.int32).contiguous(), cand, out, arg, ranks, counted,
             n_rows, vocab, d_model, rows_per_token, rows.stride(0), weight.stride(0), final_probs.stride(0))
     if normed.device.type == "cuda":
-        _tuned()[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)](*args, **flags)
+        tuned = _tuned()
+        tuned[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)](*args, **flags)
+        tiles = tuned.best_config.kwargs
     else:
-        grid = (triton.cdiv(n_rows, _INTERPRETER_TILES["BLOCK_M"]),)
-        _lens_rows_kernel[grid](*args, **flags, **_INTERPRETER_TILES)
-    return out, arg, ranks[:, :top_k]
+        tiles = _INTERPRETER_TILES
+        _lens_rows_kernel[(triton.cdiv(n_rows, tiles["BLOCK_M"]),)](*args, **flags, **tiles)
+    programs = triton.cdiv(n_rows, tiles["BLOCK_M"])
+    counted_frac = int(counted[:programs].sum()) / (programs * triton.cdiv(vocab, tiles["BLOCK_N"]))
+    return KernelReductions(out, arg, ranks[:, :top_k], counted_frac)

@@ -93,6 +93,39 @@ def test_softcapped_heads_are_capped_in_the_epilogue():
     assert ((eager - kernel).abs() / eager.abs().clamp_min(1.0)).max() < 2e-5
 
 
+def test_rank_counting_skips_tiles_that_cannot_change_the_top_k_and_stays_exact_below_k():
+    from eexit_core.lens_kernel import kernel_layer_reductions
+
+    # small integers: every logit is exact in float32, so counts compare exactly with a
+    # brute-force float64 count (ties included)
+    generator = torch.Generator().manual_seed(11)
+    vocab, d_model, n_tokens, layers, top_k = 4096, 16, 6, 5, 10
+    weight = torch.randint(-3, 4, (vocab, d_model), generator=generator).float()
+    final = torch.randint(-3, 4, (n_tokens, d_model), generator=generator).float()
+    drift = torch.randint(-1, 2, (n_tokens, layers, d_model), generator=generator).float()
+    # layers range from unrelated to the final one (counts decided at once) to equal to it
+    # (its top-k stay undecided all the way)
+    keep = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])[None, :, None]
+    noise = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])[None, :, None]
+    random_rows = torch.randint(-3, 4, (n_tokens, layers, d_model), generator=generator).float()
+    normed = (keep * final[:, None, :] + noise * torch.where(keep > 0, drift, random_rows)).contiguous()
+    final_logits = final @ weight.T
+    final_probs = torch.softmax(final_logits, dim=-1)
+    top_ids = torch.topk(final_logits, top_k, dim=-1).indices
+    reduced = kernel_layer_reductions(normed, weight, final_probs, final_logits - final_logits.mean(-1, keepdim=True), top_ids)
+
+    z = (normed.double() @ weight.double().T).reshape(n_tokens * layers, vocab)
+    ids = top_ids.repeat_interleave(layers, dim=0)
+    cand = torch.gather(z, 1, ids)
+    not_self = torch.arange(vocab)[None, None, :] != ids[:, :, None]
+    brute = ((z[:, None, :] > cand[:, :, None]) & not_self).sum(-1)
+    ranks = reduced.ranks.long()
+    decided = brute >= top_k
+    assert torch.equal(ranks[~decided], brute[~decided])
+    assert bool((ranks[decided] >= top_k).all())
+    assert 0 < reduced.counted_frac < 0.5, reduced.counted_frac
+
+
 def test_heads_the_kernel_cannot_serve_get_a_clear_error():
     generator = torch.Generator().manual_seed(0)
     residuals = torch.randn(2, 3, 8, generator=generator)

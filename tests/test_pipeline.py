@@ -195,6 +195,8 @@ def test_changing_the_lens_engine_recomputes_the_stats_with_the_same_numbers(tin
     from eexit_core.artifacts import read_parquet_metadata
 
     db = tiny_workspace / "data" / "results.duckdb"
+    if not db.exists():  # run alone (-k): the earlier tests have not filled the workspace
+        assert _run(tiny_workspace).returncode == 0
     query = "select model_id, workload_id, metric, alpha, eas from eas_scores order by all"
     before = duckdb.connect(str(db), read_only=True).sql(query).fetchall()
     result = _run(tiny_workspace, "--stage", "stats", EEXIT_LENS_ENGINE="kernel", EEXIT_MODELS="tiny-llama")

@@ -132,7 +132,6 @@ def _compile_elsewhere(config, weight_dtype, softcap, vocab, d_model, rows_per_t
     if result.returncode != 0:
         raise RuntimeError(f"compiling {config} for sm_{arch}a failed:\n{result.stderr[-4000:]}")
     fields = json.loads(result.stdout.strip().splitlines()[-1])
-    fields.pop("fits", None)
     return KernelBuild(**fields)
 
 

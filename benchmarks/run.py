@@ -36,7 +36,6 @@ from eexit_core.adapters import resolve_exit_head
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 from eexit_core.lens import STAT_COLUMNS, EncodedBatch, capture_residuals, stats_for_tokens
 from eexit_core import lens_kernel
-from eexit_core.lens_kernel import kernel_available
 
 RESULTS = Path(__file__).resolve().parent / "results"
 H200_BF16_FLOPS = 790e12  # dense bf16 matrix products measured on the lent H200
@@ -257,7 +256,7 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
         t_fused, fused_out, mem_fused = _timed(device, engine_fused, repeats)
         result.update(fused_tok_s=n_tokens / t_fused, fused_speedup=t_naive / t_fused,
                       fused_max_abs_diff=max(_errors(fused_out, reference).values()), fused_peak_mem_bytes=int(mem_fused.peak))
-    if fused and device == "cuda" and kernel_available(head, torch.device(device)):
+    if fused and device == "cuda" and lens_kernel.kernel_available(head, torch.device(device)):
         t_kernel, kernel_out, mem_kernel = _timed(device, engine_kernel, repeats)
         result.update(kernel_tok_s=n_tokens / t_kernel, kernel_speedup=t_naive / t_kernel,
                       kernel_max_abs_diff=max(_errors(kernel_out, reference).values()),

@@ -22,6 +22,8 @@ from torch import nn
 if TYPE_CHECKING:
     import polars as pl
 
+    from eexit_core.lens_kernel import KernelReductions
+
 from eexit_core.adapters import ExitHead, resolve_exit_head, resolve_routers
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 
@@ -301,8 +303,8 @@ def _final_row(final: dict[str, torch.Tensor], top_k: int) -> torch.Tensor:
 
 
 def _stats_from_reductions(
-    scalars: torch.Tensor, top1: torch.Tensor, ranks: torch.Tensor, final: dict[str, torch.Tensor],
-    hidden: torch.Tensor, vocab: int, top_k: int, rows_per_token: int,
+    reduced: KernelReductions, final: dict[str, torch.Tensor], hidden: torch.Tensor, vocab: int, top_k: int,
+    rows_per_token: int,
 ) -> torch.Tensor:
     """Stats [R, S] from the fused kernel's per-row reductions (see `lens_kernel`), with
     each row's final-layer values repeated."""
@@ -315,9 +317,10 @@ def _stats_from_reductions(
     # (summed once per token: repeating the V-wide rows first would cost C·R·V floats)
     centred_sum = final["centred"].sum(-1).repeat_interleave(rows_per_token, dim=0)
 
+    scalars = reduced.scalars
     run_max, mean = scalars[:, k._RUN_MAX], scalars[:, k._MEAN]
     return _assemble_stats(
-        vocab=vocab, top_k=top_k, top1_match=top1.long() == per_row("top_ids")[:, 0], overlap=(ranks < top_k).sum(-1),
+        vocab=vocab, top_k=top_k, top1_match=reduced.top1.long() == per_row("top_ids")[:, 0], overlap=(reduced.ranks < top_k).sum(-1),
         mean=mean, centred_sq=scalars[:, k._M2],
         centred_dot=scalars[:, k._C_DOT] - mean * centred_sum,
         total=scalars[:, k._RUN_SUM], weighted=scalars[:, k._RUN_ENT],
@@ -348,9 +351,7 @@ def _kernel_stats(head: ExitHead, residuals: torch.Tensor, final_logits: torch.T
             reduced = kernel_layer_reductions(
                 normed, weight, final["probs"], final["centred"], final["top_ids"], head.logit_softcap
             )
-            rows = _stats_from_reductions(
-                reduced.scalars, reduced.top1, reduced.ranks, final, hidden.reshape(-1, d_model).float(), final_logits.shape[-1], top_k, inner
-            )
+            rows = _stats_from_reductions(reduced, final, hidden.reshape(-1, d_model).float(), final_logits.shape[-1], top_k, inner)
             out[:inner, start:stop] = rows.view(stop - start, inner, -1).transpose(0, 1)
     return out.cpu()
 

@@ -196,7 +196,14 @@ class KernelReductions(NamedTuple):
     scalars: torch.Tensor  # [N·R, 8], in the order of _RUN_MAX .. _C_DOT
     top1: torch.Tensor  # [N·R] int32
     ranks: torch.Tensor  # [N·R, k]: logits above each final top-k token; exact below k, else ≥ k
-    counted_frac: float  # the share of (program, vocabulary tile) pairs that had to count ranks
+    counted: torch.Tensor  # [programs]: how many vocabulary tiles each program had to count ranks on
+    tiles: int  # vocabulary tiles per program
+
+    @property
+    def counted_frac(self) -> float:
+        """The share of (program, tile) pairs that counted ranks (reads the device: a
+        diagnostic, kept off the stats path)."""
+        return int(self.counted.sum()) / (self.counted.numel() * self.tiles)
 
 
 def kernel_layer_reductions(
@@ -232,5 +239,4 @@ def kernel_layer_reductions(
         tiles = _INTERPRETER_TILES
         _lens_rows_kernel[(triton.cdiv(n_rows, tiles["BLOCK_M"]),)](*args, **flags, **tiles)
     programs = triton.cdiv(n_rows, tiles["BLOCK_M"])
-    counted_frac = int(counted[:programs].sum()) / (programs * triton.cdiv(vocab, tiles["BLOCK_N"]))
-    return KernelReductions(out, arg, ranks[:, :top_k], counted_frac)
+    return KernelReductions(out, arg, ranks[:, :top_k], counted[:programs], triton.cdiv(vocab, tiles["BLOCK_N"]))

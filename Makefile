@@ -3,7 +3,9 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.eexit-setup-stamp
 export DAGSTER_HOME := $(CURDIR)/.dagster
-export DAGSTER_MODULE_NAME := pipelines.definitions
+# `dagster dev` hands its children --workspace; an inherited DAGSTER_MODULE_NAME makes them
+# exit silently ("Invalid set of CLI arguments"), so it must never reach them.
+unexport DAGSTER_MODULE_NAME
 
 .PHONY: setup run test test-fast bench ui clean-results
 
@@ -28,9 +30,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
-## the Dagster UI on http://127.0.0.1:3000
+## the Dagster UI on http://127.0.0.1:3000 (other host or port: make ui UI_FLAGS="-p 3001")
+UI_FLAGS ?=
 ui: $(STAMP)
-	$(VENV)/bin/dagster dev
+	$(VENV)/bin/dagster dev $(UI_FLAGS)
 
 clean-results:
 	rm -rf data/artifacts data/results.duckdb data/reports

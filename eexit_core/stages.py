@@ -57,10 +57,16 @@ def _require(path: Path, asset: str, partition: str) -> Path:
 
 
 def build_workload_prompts(ws: Workspace, entry: WorkloadEntry, n_prompts: int | None = None) -> pl.DataFrame:
-    """Draw the workload's prompts from its packaged source and store them."""
-    from eexit_core.workloads import load_prompts
+    """Draw the workload's prompts from its packaged source and store them; a source that is
+    not installed is recorded (with the command that installs it) and re-raised."""
+    from eexit_core.workloads import SourceUnavailableError, load_prompts
 
-    prompts = load_prompts(entry, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads", n_prompts=n_prompts)
+    record = ws.prompts_record(entry.workload_id)
+    try:
+        prompts = load_prompts(entry, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads", n_prompts=n_prompts)
+    except SourceUnavailableError as exc:
+        write_json({"workload_id": entry.workload_id, "available": False, "reason": str(exc)}, record)
+        raise
     if prompts.is_empty():
         raise ValueError(f"workload {entry.workload_id!r} produced no prompts; check its source in {ws.workloads_registry}")
     checksum = sha256_text(*prompts["text"].to_list())
@@ -70,6 +76,7 @@ def build_workload_prompts(ws: Workspace, entry: WorkloadEntry, n_prompts: int |
         metadata={"workload_id": entry.workload_id, "seed": entry.seed, "checksum": checksum,
                   "entry": entry.model_dump(mode="json"), "code_version": code_version()},
     )
+    write_json({"workload_id": entry.workload_id, "available": True, "checksum": checksum}, record)
     return prompts
 
 
@@ -423,11 +430,14 @@ def _workloads_table(ws: Workspace, workloads: WorkloadRegistry) -> pl.DataFrame
     for entry in workloads.workloads:
         path = ws.prompts_path(entry.workload_id)
         n = pl.scan_parquet(path).select(pl.len()).collect().item() if path.is_file() else None
+        record_path = ws.prompts_record(entry.workload_id)
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         rows.append({
             "workload_id": entry.workload_id, "domain": entry.domain, "source": entry.source.kind,
             "source_detail": json.dumps(entry.source.model_dump(mode="json"), sort_keys=True),
             "n_prompts": n, "grader": entry.grader, "max_tokens": entry.max_tokens, "seed": entry.seed,
             "chat_template": entry.chat_template, "description": entry.description,
+            "available": record.get("available", path.is_file()), "unavailable_reason": record.get("reason"),
         })
     return pl.DataFrame(rows)
 

@@ -63,6 +63,10 @@ class Workspace:
     def prompts_path(self, workload_id: str) -> Path:
         return self.artifacts_dir / "prompts" / f"{workload_id}.parquet"
 
+    def prompts_record(self, workload_id: str) -> Path:
+        """Whether the workload's source was available when its prompts were last built."""
+        return self.artifacts_dir / "prompts" / f"{workload_id}.json"
+
     def checkpoint_record(self, model_id: str) -> Path:
         return self.artifacts_dir / "checkpoints" / f"{model_id}.json"
 

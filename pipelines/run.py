@@ -90,6 +90,14 @@ def _available_models(ws: Workspace, model_ids: list[str]) -> list[str]:
     return available
 
 
+def _workload_available(ws: Workspace, workload_id: str) -> bool:
+    """Prompts exist and were built from a source that was there (not a stale file left
+    from before its package went missing)."""
+    record = ws.prompts_record(workload_id)
+    available = json.loads(record.read_text()).get("available", True) if record.is_file() else True
+    return available and ws.prompts_path(workload_id).is_file()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         models = [m for m in models if runner.run(["model_checkpoints"], m, m)]
     else:
         models = _available_models(ws, models)
-    workloads = [w for w in workloads if ws.prompts_path(w).is_file()]
+    workloads = [w for w in workloads if _workload_available(ws, w)]
 
     per_partition = []
     if "stats" in stages_to_run:

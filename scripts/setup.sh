@@ -31,15 +31,19 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-log "installing eexit and its dependencies"
-$PIP install --quiet -e ".[test]"
+# The exact versions the tests passed with (`make lock` writes them); pyproject.toml keeps
+# the ranges for people who install eexit as a library.
+LOCK=requirements.lock
+DVC_LOCK=requirements-dvc.lock
+log "installing eexit and its dependencies at the versions in $LOCK"
+$PIP install --quiet -e ".[test]" -c "$LOCK"
 # CUDA builds of torch bring their own triton (the fused lens kernel); elsewhere the
 # kernel's tests run it through triton's CPU interpreter.
 if ! "$VENV/bin/python" -c "import triton" 2>/dev/null; then
   $PIP install --quiet "triton==3.9.0"
 fi
 # Dagster's asset-selection parser needs antlr4 4.13; nothing else in this venv pins it.
-$PIP install --quiet "antlr4-python3-runtime>=4.13,<4.14"
+$PIP install --quiet "antlr4-python3-runtime>=4.13,<4.14" -c "$LOCK"
 
 # Data and model packages are optional: any of them can vanish from the index (bigbench
 # 1.0.0 did). A failed one is named here and set-up goes on; the pipeline then reports the
@@ -75,8 +79,8 @@ log "installing DVC into its own environment ($VENV/tools/dvc)"
 if [ ! -x "$VENV/tools/dvc/bin/dvc" ]; then
   "$PYTHON" -m venv "$VENV/tools/dvc"
   "$VENV/tools/dvc/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/tools/dvc/bin/python" -m pip install --quiet "dvc==3.67.1"
 fi
+"$VENV/tools/dvc/bin/python" -m pip install --quiet "dvc==3.67.1" -c "$DVC_LOCK"
 ln -sf "$(pwd)/$VENV/tools/dvc/bin/dvc" "$VENV/bin/dvc"
 
 

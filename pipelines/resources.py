@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -48,8 +47,7 @@ class EexitResource(dg.ConfigurableResource):
     def exit_settings(self) -> ExitSweepSettings:
         if self.exit_sweep not in ("cpu", "full"):
             raise ValueError(f"exit_sweep must be 'cpu' or 'full', got {self.exit_sweep!r} (EEXIT_EXIT_SWEEP)")
-        base = ExitSweepSettings.full() if self.exit_sweep == "full" else ExitSweepSettings()
-        return replace(base, tolerance=self.tolerance)
+        return ExitSweepSettings.full() if self.exit_sweep == "full" else ExitSweepSettings()
 
 
 def _stats_from_env() -> list[str] | None:

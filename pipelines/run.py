@@ -199,8 +199,8 @@ def _print_scores(ws: Workspace) -> None:
         print("\nEAS at α = 0.5 under each similarity metric (logit_cos is the default)\n")
         print(table)
     bounds = store.query(ws.results_db, """
-        select model_id, workload_id, n_items, full_accuracy, max_skip_ratio, oracle_item_skip_ratio,
-               token_oracle_speedup, note from exit_skip_bounds order by all""") if _has_table(ws, "exit_skip_bounds") else None
+        select model_id, workload_id, n_items, full_accuracy, chance_accuracy, above_chance_p, max_skip_ratio,
+               oracle_item_skip_ratio, token_oracle_speedup, note from exit_skip_bounds order by all""") if _has_table(ws, "exit_skip_bounds") else None
     if bounds is not None and bounds.height:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, float_precision=3, tbl_hide_dataframe_shape=True,
                        fmt_str_lengths=60):

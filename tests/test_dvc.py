@@ -86,3 +86,16 @@ def test_repro_push_pull_in_temporary_clones(source_repo, tmp_path):
     assert _digest(second / "data" / "models") == models
     assert _digest(second / "data" / "artifacts" / "token_layer_stats") == stats
     assert "didn't change, skipping" in _sh([str(DVC), "repro", "token_layer_stats"], second, env2)
+
+
+def test_dvc_stages_depend_on_the_code_their_freshness_covers():
+    """`dvc repro` and the runner's freshness agree on what code makes stats and exits stale."""
+    import yaml
+
+    from eexit_core import stages
+
+    deps = {name: set(stage.get("deps", [])) for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
+    stats_code = {str(p.relative_to(REPO)) for p in stages.lens_modules("kernel")}
+    exits_code = {str(p.relative_to(REPO)) for p in stages.exit_code_modules()}
+    assert stats_code <= deps["token_layer_stats"], stats_code - deps["token_layer_stats"]
+    assert exits_code <= deps["exit_accuracy"], exits_code - deps["exit_accuracy"]

@@ -54,7 +54,7 @@ def test_item_oracle_golden():
 
 
 def test_summary_and_max_skip_ratio_golden():
-    summary = summarise(_items(OUTCOMES), L, 0.05)
+    summary = summarise(_items(OUTCOMES), L)
     static = {r["exit_layer"]: r for r in summary.filter(pl.col("policy") == "static").iter_rows(named=True)}
     assert static[2]["accuracy"] == 0.5 and static[2]["skip_ratio"] == 0.5
     assert static[3]["relative_accuracy"] == pytest.approx(0.5 / 0.75)
@@ -162,7 +162,7 @@ def test_correlation_is_one_when_similarity_orders_layers_like_accuracy():
 
 
 def test_skip_table_joins_the_token_oracle():
-    summary = summarise(_items(OUTCOMES), L, 1 / 3).with_columns(
+    summary = summarise(_items(OUTCOMES), L).with_columns(
         pl.lit("m").alias("model_id"), pl.lit("w").alias("workload_id"), pl.lit("numeric_exact").alias("grader"))
     oracle = pl.DataFrame({"model_id": ["m"], "workload_id": ["w"], "criterion": ["first"], "skip_ratio": [0.4],
                            "speedup_bound": [1.8], "speedup_bound_with_check": [1.2]})

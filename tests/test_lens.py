@@ -228,3 +228,32 @@ def test_kl_stays_exact_on_a_large_vocabulary_with_a_flat_tail():
             error = abs(float(stats[0, token, column]) - reference[name]) / max(1.0, abs(reference[name]))
             assert error < 1e-6, (token, name, float(stats[0, token, column]), reference[name])
     assert max(reference_stats(z_early[t], z_final[t], early[t], final[t], 10)["kl_to_final"] for t in range(n_tokens)) > 200
+
+
+def test_the_stats_fingerprint_covers_every_module_the_stats_run(llama, tokenizer):
+    """Every eexit_core module that runs while prompts become token stats is part of
+    `lens_version`, so a change in any of them makes stored stats stale (gram.py was not)."""
+    import sys
+    from pathlib import Path
+
+    from eexit_core import stages
+    from eexit_core.workloads import PROMPT_SCHEMA, render_texts
+
+    core = Path(lens.__file__).parent
+    executed: set[Path] = set()
+
+    def profile(frame, event, _arg):
+        if event == "call" and Path(frame.f_code.co_filename).parent == core:
+            executed.add(Path(frame.f_code.co_filename))
+
+    prompts = pl.DataFrame({"text": TEXTS, "user": [None] * len(TEXTS), "assistant": [None] * len(TEXTS)},
+                           schema={k: PROMPT_SCHEMA[k] for k in ("text", "user", "assistant")})
+    sys.setprofile(profile)
+    try:
+        texts = render_texts(prompts, tokenizer, use_chat_template=False)
+        token_layer_stats(llama, tokenizer, texts)
+        token_layer_stats(llama, tokenizer, texts, stats=["logit_cos", "hidden_cos"])  # the d-space lens
+    finally:
+        sys.setprofile(None)
+    assert {p.name for p in executed} >= {"lens.py", "gram.py", "workloads.py"}
+    assert executed <= set(stages.lens_modules("eager")), executed - set(stages.lens_modules("eager"))

@@ -282,3 +282,20 @@ def test_a_missing_data_package_leaves_the_other_workloads_running(tiny_workspac
     again = _run(root, "--stage", "prompts")
     assert (prompts / "sciq.parquet").is_file(), again.stderr[-3000:]
     assert json.loads((prompts / "sciq.json").read_text())["available"] is True
+
+
+def test_changing_the_tolerance_recomputes_no_exit_accuracy(tiny_workspace):
+    """The accuracy tolerance only sets the max skip ratio over stored results: changing it
+    reruns the summary (results stage), not the exit-accuracy partitions."""
+    if not (tiny_workspace / "data" / "artifacts" / "exit_accuracy" / "tiny-llama__humaneval.parquet").is_file():
+        assert _run(tiny_workspace).returncode == 0
+    result = _run(tiny_workspace, "--stage", "exits", EEXIT_TOLERANCE="0.2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tiny-llama × humaneval (exits fresh)" in result.stdout, result.stdout[-3000:]
+    result = _run(tiny_workspace, "--stage", "results", EEXIT_TOLERANCE="0.2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    con = duckdb.connect(str(tiny_workspace / "data" / "results.duckdb"), read_only=True)
+    try:
+        assert _one(con, "select min(tolerance), max(tolerance) from exit_skip_bounds") == (0.2, 0.2)
+    finally:
+        con.close()

@@ -20,10 +20,12 @@ Exit rules (`policy` column):
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 from torch import nn
@@ -115,6 +117,7 @@ def strided_layers(n_layers: int, points: int | None) -> list[int]:
 
 
 Progress = Callable[[str], None]
+Grade = Callable[[GradedItem, str], bool]
 
 
 @dataclass
@@ -136,8 +139,9 @@ class _Collector:
 
 
 def evaluate_exits(model: nn.Module, tokenizer, items: Sequence[GradedItem], settings: ExitSweepSettings,
-                   progress: Progress = log.info) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Static exits, dynamic policies and the per-item oracle of one model on one workload."""
+                   progress: Progress = log.info, *, hidden_paths: Sequence[Path] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Static exits, dynamic policies and the per-item oracle of one model on one workload.
+    `hidden_paths` (the workspace) are unreadable to model-written code in the sandbox."""
     if not items:
         raise ValueError("no graded items to evaluate")
     head = resolve_exit_head(model)
@@ -147,8 +151,10 @@ def evaluate_exits(model: nn.Module, tokenizer, items: Sequence[GradedItem], set
     static_items = list(items)
     n_dynamic = settings.n_dynamic_generate if generative else settings.n_dynamic_choice
     dynamic_items = static_items if n_dynamic is None else static_items[:n_dynamic]
+    grade = functools.partial(grade_generation, timeout_s=settings.sandbox_timeout_s, hidden_paths=tuple(hidden_paths))
     if generative:
-        _static_generation(model, tokenizer, head, static_items, strided_layers(n_layers, settings.static_points), settings, out, progress)
+        _static_generation(model, tokenizer, head, static_items, strided_layers(n_layers, settings.static_points), settings,
+                           grade, out, progress)
     else:
         _static_choices(model, tokenizer, head, static_items, out, progress)
     policies: list[early_exit.ExitPolicy | None] = [None, *settings.exit_policies(n_layers, generative)]
@@ -156,7 +162,7 @@ def evaluate_exits(model: nn.Module, tokenizer, items: Sequence[GradedItem], set
         for policy in policies:
             started = time.perf_counter()
             for item in dynamic_items:
-                _dynamic_generation(model, tokenizer, head, item, policy, settings, out)
+                _dynamic_generation(model, tokenizer, head, item, policy, settings, grade, out)
             progress(f"{policy.name if policy else NEVER_EXIT}: {len(dynamic_items)} items ({time.perf_counter() - started:.1f}s)")
     else:
         started = time.perf_counter()
@@ -167,7 +173,8 @@ def evaluate_exits(model: nn.Module, tokenizer, items: Sequence[GradedItem], set
     return items_table, summarise(items_table, n_layers)
 
 
-def _static_generation(model, tokenizer, head, items, layers, settings, out: _Collector, progress: Progress) -> None:
+def _static_generation(model, tokenizer, head, items, layers, settings, grade: Grade, out: _Collector,
+                       progress: Progress) -> None:
     prompts = [item.prompt for item in items]
     stops = items[0].stops
     for layer in layers:
@@ -176,7 +183,7 @@ def _static_generation(model, tokenizer, head, items, layers, settings, out: _Co
                                           stops=stops, batch_size=settings.batch_size, head=head)
         correct = 0
         for item, gen in zip(items, gens):
-            ok = grade_generation(item, gen.text, timeout_s=settings.sandbox_timeout_s)
+            ok = grade(item, gen.text)
             correct += ok
             out.add(STATIC, layer, item, ok, gen.exit_layers, gen.decode_s, min(settings.batch_size, len(items)), gen.text)
         progress(f"static exit at layer {layer}/{head.n_layers}: {correct}/{len(items)} right ({time.perf_counter() - started:.1f}s)")
@@ -198,10 +205,11 @@ def _static_choices(model, tokenizer, head, items, out: _Collector, progress: Pr
              f"right ({time.perf_counter() - started:.1f}s)")
 
 
-def _dynamic_generation(model, tokenizer, head, item: GradedItem, policy, settings: ExitSweepSettings, out: _Collector) -> None:
+def _dynamic_generation(model, tokenizer, head, item: GradedItem, policy, settings: ExitSweepSettings, grade: Grade,
+                        out: _Collector) -> None:
     gen = early_exit.generate_dynamic(model, tokenizer, item.prompt, policy, max_new_tokens=settings.max_new_tokens,
                                       stops=item.stops, head=head)
-    ok = grade_generation(item, gen.text, timeout_s=settings.sandbox_timeout_s)
+    ok = grade(item, gen.text)
     out.add(policy.name if policy else NEVER_EXIT, 0, item, ok, gen.exit_layers, gen.decode_s, 1, gen.text, kv_fill=gen.kv_fill)
 
 

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import polars as pl
 
@@ -132,8 +133,10 @@ def grade_math(generation: str, reference: str) -> bool:
 # --- code --------------------------------------------------------------------------------
 
 
-def grade_humaneval(item: GradedItem, completion: str, *, timeout_s: float = 10.0) -> bool:
-    """pass@1 of one greedy completion: the problem's tests run in the sandbox.
+def grade_humaneval(item: GradedItem, completion: str, *, timeout_s: float = 10.0,
+                    hidden_paths: Sequence[Path] = ()) -> bool:
+    """pass@1 of one greedy completion: the problem's tests run in the sandbox, which hides
+    the project and `hidden_paths` (the workspace, wherever it lies) from the program.
 
     Passing needs exit status 0 *and* a random token printed after the tests, so a
     completion that exits early with status 0 (`sys.exit(0)`) is not graded a pass.
@@ -143,7 +146,7 @@ def grade_humaneval(item: GradedItem, completion: str, *, timeout_s: float = 10.
     token = secrets.token_hex(16)
     program = humaneval_program(item.meta["prompt"], completion, item.meta["test"], item.meta["entry_point"])
     program += f"\nprint({token!r}, flush=True)\n"
-    result = run_python(program, SandboxLimits(timeout_s=timeout_s, cpu_s=max(1, int(timeout_s))))
+    result = run_python(program, SandboxLimits(timeout_s=timeout_s, cpu_s=max(1, int(timeout_s))), hidden_paths=hidden_paths)
     return result.passed and token in result.stdout
 
 
@@ -158,10 +161,12 @@ def choice_correct(logprobs: Sequence[float], item: GradedItem) -> bool:
     return winners == [item.reference]
 
 
-def grade_generation(item: GradedItem, generation: str, *, timeout_s: float = 10.0) -> bool:
-    """Grade a generated answer; `timeout_s` bounds a code item's sandboxed test run."""
+def grade_generation(item: GradedItem, generation: str, *, timeout_s: float = 10.0,
+                     hidden_paths: Sequence[Path] = ()) -> bool:
+    """Grade a generated answer; `timeout_s` bounds a code item's sandboxed test run and
+    `hidden_paths` are unreadable to it."""
     if item.grader == "humaneval_exec":
-        return grade_humaneval(item, generation, timeout_s=timeout_s)
+        return grade_humaneval(item, generation, timeout_s=timeout_s, hidden_paths=hidden_paths)
     if item.grader == "numeric_exact":
         return grade_math(generation, item.reference)
     raise ValueError(f"{item.grader} items are scored by log-likelihood, not generation")

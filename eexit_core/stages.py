@@ -336,7 +336,7 @@ def build_exit_accuracy(ws: Workspace, model: ModelEntry, workload: WorkloadEntr
     items, checksum = _exit_items(ws, workload, settings)
     checkpoint = read_checkpoint(ws, model.model_id)
     lm, tokenizer = load_model(checkpoint, device=device)
-    per_item, summary = evaluate_exits(lm, tokenizer, items, settings, progress=progress or log.info)
+    per_item, summary = evaluate_exits(lm, tokenizer, items, settings, progress=progress or log.info, hidden_paths=(ws.root,))
     meta = _exit_meta(ws, model.model_id, workload, checksum, settings)
     keys = [pl.lit(model.model_id).alias("model_id"), pl.lit(workload.workload_id).alias("workload_id")]
     provenance = _provenance_columns(meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -67,25 +68,59 @@ def _tolerance_from_env() -> float:
     return value
 
 
+@dataclass(frozen=True)
+class DeploymentDefaults:
+    """What a deployment chooses when no EEXIT_* variable says otherwise."""
+
+    device: str
+    batch_size: int
+    exit_sweep: str
+
+
+LOCAL = DeploymentDefaults(device="cpu", batch_size=8, exit_sweep="cpu")
+CLUSTER = DeploymentDefaults(device="cuda", batch_size=4, exit_sweep="full")
+
+
+def _batch_size_from_env(default: int) -> int:
+    raw = os.environ.get("EEXIT_BATCH_SIZE")
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"EEXIT_BATCH_SIZE must be a whole number such as {default}, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"EEXIT_BATCH_SIZE must be at least 1, got {value}")
+    return value
+
+
+def _allow_download_from_env() -> bool:
+    raw = os.environ.get("EEXIT_ALLOW_DOWNLOAD", "0")
+    if raw not in ("0", "1"):
+        raise ValueError(f"EEXIT_ALLOW_DOWNLOAD must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
+def _resource(defaults: DeploymentDefaults) -> EexitResource:
+    """Every EEXIT_* knob applies to every deployment; the deployment only sets defaults."""
+    return EexitResource(
+        root=str(Workspace.default().root),
+        device=defaults.device,
+        batch_size=_batch_size_from_env(defaults.batch_size),
+        allow_download=_allow_download_from_env(),
+        stats=_stats_from_env(),
+        exit_sweep=os.environ.get("EEXIT_EXIT_SWEEP", defaults.exit_sweep),
+        tolerance=_tolerance_from_env(),
+        lens_engine=os.environ.get("EEXIT_LENS_ENGINE", "eager"),
+    )
+
+
 def local_resources() -> dict[str, object]:
-    return {"eexit": EexitResource(root=str(Workspace.default().root), device="cpu", batch_size=8, stats=_stats_from_env(),
-                                   exit_sweep=os.environ.get("EEXIT_EXIT_SWEEP", "cpu"), tolerance=_tolerance_from_env(),
-                                   lens_engine=os.environ.get("EEXIT_LENS_ENGINE", "eager"))}
+    return {"eexit": _resource(LOCAL)}
 
 
 def cluster_resources() -> dict[str, object]:
-    return {
-        "eexit": EexitResource(
-            root=str(Workspace.default().root),
-            device="cuda",
-            batch_size=int(os.environ.get("EEXIT_BATCH_SIZE", "4")),
-            allow_download=os.environ.get("EEXIT_ALLOW_DOWNLOAD", "0") == "1",
-            stats=_stats_from_env(),
-            exit_sweep=os.environ.get("EEXIT_EXIT_SWEEP", "full"),
-            tolerance=_tolerance_from_env(),
-            lens_engine=os.environ.get("EEXIT_LENS_ENGINE", "eager"),
-        )
-    }
+    return {"eexit": _resource(CLUSTER)}
 
 
 def resources_for(deployment: str) -> dict[str, object]:

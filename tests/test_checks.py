@@ -1,0 +1,78 @@
+"""Each stage's data-quality check passes on good output, fails on each kind of bad value,
+and is attached to the asset whose output it checks."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from eexit_core import checks
+
+
+def _similarity(n_layers: int = 3, **override) -> pl.DataFrame:
+    table = pl.DataFrame({
+        "layer": list(range(1, n_layers + 1)), "depth_frac": [l / n_layers for l in range(1, n_layers + 1)],
+        "top1_match": [0.2, 0.6, 1.0], "topk_overlap": [0.3, 0.7, 1.0], "kl_to_final": [3.0, 0.5, 0.0],
+        "logit_cos": [0.1, 0.8, 1.00002], "hidden_cos": [0.3, 0.9, 1.0],
+    })
+    for column, (row, value) in override.items():
+        table = table.with_columns(pl.when(pl.int_range(pl.len()) == row).then(value).otherwise(pl.col(column)).alias(column))
+    return table
+
+
+def test_similarity_check_passes_good_curves_and_cosine_only_runs():
+    assert checks.layer_similarity_in_range(_similarity(), 3).passed
+    cosine_only = _similarity().with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in ("top1_match", "topk_overlap", "kl_to_final"))
+    assert checks.layer_similarity_in_range(cosine_only, 3).passed
+
+
+@pytest.mark.parametrize(("column", "value"), [("top1_match", 1.5), ("kl_to_final", -0.1), ("kl_to_final", math.nan),
+                                               ("logit_cos", 1.01), ("hidden_cos", -1.2), ("depth_frac", 0.0)])
+def test_similarity_check_fails_a_value_out_of_range(column, value):
+    outcome = checks.layer_similarity_in_range(_similarity(**{column: (1, value)}), 3)
+    assert not outcome.passed and outcome.metadata["violations"] == 1
+
+
+def test_similarity_check_fails_a_missing_layer():
+    assert not checks.layer_similarity_in_range(_similarity().filter(pl.col("layer") != 2), 3).passed
+    assert not checks.layer_similarity_in_range(_similarity(), 4).passed
+
+
+def test_oracle_check():
+    good = pl.DataFrame({"mean_exit_layer": [2.5, 3.0], "n_layers": [4, 4], "speedup_bound": [1.6, 1.33]})
+    assert checks.oracle_exits_in_range(good).passed
+    assert not checks.oracle_exits_in_range(good.with_columns(pl.Series("mean_exit_layer", [0.5, 3.0]))).passed
+    assert not checks.oracle_exits_in_range(good.with_columns(pl.Series("speedup_bound", [math.inf, 1.2]))).passed
+    assert not checks.oracle_exits_in_range(good.head(0)).passed
+
+
+def test_exit_accuracy_check_needs_one_full_depth_row():
+    good = pl.DataFrame({"policy": ["static", "static", "max_prob>=0.9"], "exit_layer": [2, 4, 0], "n_layers": [4, 4, 4],
+                         "accuracy": [0.2, 0.5, 0.4], "mean_layers": [2.0, 4.0, 3.1], "skip_ratio": [0.5, 0.0, 0.225]})
+    assert checks.exit_accuracy_in_range(good).passed
+    assert not checks.exit_accuracy_in_range(good.filter(pl.col("exit_layer") != 4)).passed
+    assert not checks.exit_accuracy_in_range(good.with_columns(pl.Series("accuracy", [0.2, 1.5, 0.4]))).passed
+    assert not checks.exit_accuracy_in_range(good.with_columns(pl.Series("mean_layers", [2.0, 4.0, 4.5]))).passed
+
+
+def test_eas_check():
+    good = pl.DataFrame({"model_id": ["m", "m"], "workload_id": ["w", "ALL"], "eas": [0.4, 0.4], "eas_ideal": [0.66, 0.66]})
+    assert checks.eas_in_range(good).passed
+    assert not checks.eas_in_range(good.filter(pl.col("workload_id") != "ALL")).passed
+    assert not checks.eas_in_range(good.with_columns(pl.Series("eas", [0.7, 0.4]))).passed
+
+
+def test_each_check_is_attached_to_the_asset_it_checks():
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    owners = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
+    assert owners == {
+        "similarities_in_range": "layer_similarity", "exit_layers_in_range": "oracle_exits",
+        "exit_accuracy_in_range": "exit_accuracy", "eas_within_bounds": "eas_scores",
+    }
+    assert isinstance(defs, dg.Definitions)

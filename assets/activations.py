@@ -1,8 +1,8 @@
 import dagster as dg
 
 from eexit_core.stages import build_token_layer_stats, registries
-from pipelines.partitions import model_workload_partitions, upstream_by_dimension
-from pipelines.resources import EexitResource
+from assets.partitions import model_workload_partitions, upstream_by_dimension
+from assets.resources import EexitResource
 
 
 _UPSTREAM = upstream_by_dimension(model="model_checkpoints", workload="workload_prompts")

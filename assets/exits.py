@@ -2,8 +2,8 @@ import dagster as dg
 
 from eexit_core import checks
 from eexit_core.stages import build_exit_accuracy, registries
-from pipelines.partitions import model_graded_partitions, upstream_by_dimension
-from pipelines.resources import EexitResource
+from assets.partitions import model_graded_partitions, upstream_by_dimension
+from assets.resources import EexitResource
 
 _UPSTREAM = upstream_by_dimension(model="model_checkpoints")
 

@@ -2,8 +2,8 @@ import dagster as dg
 
 from eexit_core import checks
 from eexit_core.stages import build_oracle_exits, registries
-from pipelines.partitions import model_workload_partitions
-from pipelines.resources import EexitResource
+from assets.partitions import model_workload_partitions
+from assets.resources import EexitResource
 
 
 @dg.asset(

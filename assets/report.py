@@ -1,7 +1,7 @@
 import dagster as dg
 
 from eexit_core.report import build_report
-from pipelines.resources import EexitResource
+from assets.resources import EexitResource
 
 
 @dg.asset(group_name="results", kinds={"markdown"}, deps=["eas_scores"])

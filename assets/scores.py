@@ -3,7 +3,7 @@ import polars as pl
 
 from eexit_core import checks, store
 from eexit_core.stages import build_eas_scores, eas_table
-from pipelines.resources import EexitResource
+from assets.resources import EexitResource
 
 
 @dg.asset(group_name="results", kinds={"duckdb"}, deps=["layer_similarity", "oracle_exits", "exit_accuracy", "model_checkpoints", "workload_prompts"])

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from eexit_core.errors import EexitError
+
 
 @dataclass(frozen=True)
 class ExitHead:
@@ -83,7 +85,7 @@ Adapter = Callable[[nn.Module], ExitHead]
 _ADAPTERS: dict[str, Adapter] = {}
 
 
-class UnknownArchitectureError(LookupError):
+class UnknownArchitectureError(EexitError, LookupError):
     """No adapter knows where this model keeps its blocks, final norm and LM head."""
 
 

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import torch
 
+from eexit_core.errors import EexitError
 from eexit_core.artifacts import atomic_dir, sha256_file
 from eexit_core.registry import GgufPackageSource, HubSource, LocalSource, ModelEntry
 
 MANIFEST = "eexit_checkpoint.json"
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(EexitError, RuntimeError):
     """The weights of a registered model cannot be reached on this machine."""
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(EexitError, RuntimeError):
     """A weight file does not match the checksum recorded for it."""
 
 

@@ -24,34 +24,26 @@ if TYPE_CHECKING:
 
     from eexit_core.lens_kernel import KernelReductions
 
+from eexit_core.errors import EexitError
 from eexit_core.adapters import ExitHead, resolve_exit_head, resolve_routers
 from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
+from eexit_core import settings
 
-STAT_COLUMNS: tuple[str, ...] = (
-    "top1_match",
-    "topk_overlap",
-    "kl_to_final",
-    "logit_cos",
-    "logit_cos_raw",
-    "hidden_cos",
-    "entropy",
-    "max_prob",
-    "margin",
-)
+from eexit_core.schema import STAT_COLUMNS  # re-exported: part of the public API
 
 # A chunk's logits are capped near this many floats (64 MiB in float32).
 _CHUNK_FLOATS = 1 << 24
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(EexitError, ValueError):
     """A text has more tokens than the model's context window."""
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(EexitError, FloatingPointError):
     """A layer produced NaN or inf; the numbers for this input cannot be trusted."""
 
 
-class ExitHeadMismatchError(RuntimeError):
+class ExitHeadMismatchError(EexitError, RuntimeError):
     """The resolved exit head does not reproduce the model's own output logits."""
 
 
@@ -506,11 +498,11 @@ def token_layer_stats(
     tokenizer,
     texts: Sequence[str],
     *,
-    top_k: int = 10,
-    batch_size: int = 8,
+    top_k: int = settings.TOP_K,
+    batch_size: int = settings.BATCH_SIZE,
     max_tokens: int | None = None,
     stats: Sequence[str] | None = None,
-    engine: str = "eager",
+    engine: str = settings.LENS_ENGINE,
 ) -> "pl.DataFrame":
     """One row per (sample, position, layer) with the SPEC §1 stats; layer runs 1..L.
 

@@ -14,8 +14,9 @@ import numpy as np
 import polars as pl
 from scipy.stats import rankdata
 
-from eexit_core.exit_accuracy import NEVER_EXIT, ORACLE_ITEM, STATIC, max_skip_ratio
+from eexit_core.exit_summary import NEVER_EXIT, ORACLE_ITEM, STATIC, max_skip_ratio
 from eexit_core.similarity import similarity_curve
+from eexit_core import settings
 
 POOLED = "pooled"
 
@@ -135,7 +136,7 @@ def _chance(exit_items: pl.DataFrame | None, model_id: str, workload_id: str) ->
     return float((1.0 / per_item).mean())
 
 
-def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, tolerance: float = 0.05,
+def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, tolerance: float = settings.TOLERANCE,
                exit_items: pl.DataFrame | None = None) -> pl.DataFrame:
     """RQ3, the paper's Table 1 per model × workload. For multiple choice, a one-sided
     binomial test says whether full depth beats guessing; if not, the skip ratio only

@@ -14,13 +14,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from eexit_core.errors import EexitError
+
 ArchClass = Literal["dense", "moe", "ssm", "hybrid"]
 Training = Literal["base", "instruct", "chat", "code", "rl", "early_exit"]
 Domain = Literal["code", "math", "qa", "instruction", "prose"]
 Grader = Literal["none", "humaneval_exec", "numeric_exact", "multiple_choice_loglik"]
 
 
-class RegistryError(ValueError):
+class RegistryError(EexitError, ValueError):
     """A registry file is malformed; the message names the file, line and field."""
 
 

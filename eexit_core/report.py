@@ -15,6 +15,7 @@ import polars as pl  # noqa: E402
 from eexit_core import store  # noqa: E402
 from eexit_core.artifacts import atomic_path, write_text  # noqa: E402
 from eexit_core.similarity import SIMILARITY_METRICS, similarity_curve  # noqa: E402
+from eexit_core import settings
 
 DEFAULT_ALPHA = 0.5
 
@@ -157,7 +158,7 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
     pareto = plot_exit_pareto(accuracy, out_dir / "exit_pareto.png")
     if pareto is not None:
         plots.append(pareto)
-    tolerance = float(bounds["tolerance"][0]) if bounds.height else 0.05
+    tolerance = float(bounds["tolerance"][0]) if bounds.height else settings.TOLERANCE
     table1 = bounds.select(
         "model_id", "workload_id", "n_items", "full_accuracy", "max_skip_ratio", "max_skip_layer", "n_layers",
         "oracle_item_skip_ratio", "token_oracle_skip_ratio", "token_oracle_speedup", "token_oracle_speedup_with_check",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from eexit_core.errors import EexitError
 from eexit_core.adaptability import eas, eas_ideal
 from eexit_core import oracle, store
 from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_json, write_parquet
@@ -26,9 +27,10 @@ from eexit_core.registry import (
     load_model_registry,
     load_workload_registry,
 )
-from eexit_core.lens import STAT_COLUMNS
+from eexit_core.schema import STAT_COLUMNS
 from eexit_core.similarity import SIMILARITY_METRICS, layer_means, similarity_curve
 from eexit_core.workspace import Workspace
+from eexit_core import settings as settings_defaults
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ EXIT_ACCURACY = "exit_accuracy"
 EXIT_ITEMS = "exit_items"
 
 
-class MissingUpstreamError(FileNotFoundError):
+class MissingUpstreamError(EexitError, FileNotFoundError):
     """An input artifact does not exist yet: materialise the named asset first."""
 
 
@@ -132,14 +134,14 @@ def read_checkpoint(ws: Workspace, model_id: str) -> Checkpoint:
 
 @dataclass(frozen=True)
 class LensSettings:
-    top_k: int = 10
-    batch_size: int = 8
+    top_k: int = settings_defaults.TOP_K
+    batch_size: int = settings_defaults.BATCH_SIZE
     device: str = "cpu"
     # None: every stat. Only cosines (logit_cos, logit_cos_raw, hidden_cos) switches the
     # lens to d-space: much faster, but no oracle exits (they need top1_match).
     stats: tuple[str, ...] | None = None
     # "eager" | "compiled" | "kernel": how the vocabulary-wide stats run (lens.LENS_ENGINES)
-    engine: str = "eager"
+    engine: str = settings_defaults.LENS_ENGINE
 
 
 def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry, settings: LensSettings = LensSettings()) -> pl.DataFrame:
@@ -181,7 +183,7 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     return stats
 
 
-def lens_modules(engine: str = "eager") -> list[Path]:
+def lens_modules(engine: str = settings_defaults.LENS_ENGINE) -> list[Path]:
     """The code that turns a checkpoint and prompts into token stats: loading the model,
     rendering the prompts, the exit head, the vocabulary-space and d-space lenses (and the
     Triton kernel for stats it computed). `dvc.yaml`'s stats stage depends on the same files."""
@@ -195,7 +197,7 @@ def lens_modules(engine: str = "eager") -> list[Path]:
     return [Path(m.__file__) for m in modules]
 
 
-def lens_version(engine: str = "eager") -> str:
+def lens_version(engine: str = settings_defaults.LENS_ENGINE) -> str:
     """Checksum of the code that computes token stats: a change invalidates stored stats."""
     return sha256_text(*(path.read_text() for path in lens_modules(engine)))[:16]
 
@@ -211,7 +213,7 @@ def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, set
     meta = read_parquet_metadata(path)
     return (
         meta.get("lens_version") == lens_version(settings.engine)
-        and meta.get("lens_engine", "eager") == settings.engine
+        and meta.get("lens_engine", settings_defaults.LENS_ENGINE) == settings.engine
         and meta.get("model_checksum") == json.loads(record.read_text()).get("checksum")
         and meta.get("workload_checksum") == read_parquet_metadata(prompts).get("checksum")
         and meta.get("top_k") == settings.top_k
@@ -359,10 +361,10 @@ def build_exit_accuracy(ws: Workspace, model: ModelEntry, workload: WorkloadEntr
 
 @dataclass(frozen=True)
 class ScoreSettings:
-    alphas: tuple[float, ...] = (0.25, 0.5, 0.75)
+    alphas: tuple[float, ...] = settings_defaults.ALPHAS
     metrics: tuple[str, ...] = SIMILARITY_METRICS
     fallback_reference: str | None = None
-    tolerance: float = 0.05  # relative accuracy loss for the max skip ratio (exit_skip_bounds)
+    tolerance: float = settings_defaults.TOLERANCE  # relative accuracy loss for the max skip ratio (exit_skip_bounds)
     seed: int = 0  # bootstrap seed of the RQ1 intervals
 
 

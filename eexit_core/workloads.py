@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from eexit_core.errors import EexitError
 from eexit_core.registry import (
     GsmSymbolicSource,
     HumanEvalSource,
@@ -72,7 +73,7 @@ PASSAGE_MAX_CHARS = 1000
 _INDEX_FILE = "_members.json"
 
 
-class SourceUnavailableError(FileNotFoundError):
+class SourceUnavailableError(EexitError, FileNotFoundError):
     """A package (or sdist) a workload reads its prompts from is not on this machine: the
     workload is unavailable, every other one still runs."""
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 
 def _default_root() -> Path:
-    env = os.environ.get("EEXIT_ROOT")
-    if env:
-        return Path(env).resolve()
+    from eexit_core.settings import Environment
+
+    root = Environment.read().root
+    if root is not None:
+        return root
     # the repository root: the folder above this package, if it has our data folder
     here = Path(__file__).resolve().parent.parent
     return here if (here / "data" / "registry").is_dir() else Path.cwd()

@@ -2,22 +2,15 @@
 
 import dagster as dg
 
-from assets import activations, exits, models, oracle, report, scores, similarity, workloads
-from pipelines.partitions import deployment
-from pipelines.resources import resources_for
+from assets import ASSET_MODULES
+from eexit_core.settings import Environment
+from pipelines.deployment import executor_for, resources_for
 
-_MODULES = [workloads, models, activations, similarity, oracle, exits, scores, report]
-
-# One partition at a time locally: torch already uses every core for one model.
-_EXECUTOR = (
-    dg.multiprocess_executor.configured({"max_concurrent": 4})
-    if deployment() == "cluster"
-    else dg.in_process_executor
-)
+_ENV = Environment.read()
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(_MODULES),
-    asset_checks=dg.load_asset_checks_from_modules(_MODULES),
-    resources=resources_for(deployment()),
-    executor=_EXECUTOR,
+    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
+    resources=resources_for(_ENV),
+    executor=executor_for(_ENV),
 )

@@ -58,11 +58,12 @@ class Runner:
     def __init__(self, ws: Workspace):
         import dagster as dg
 
+        from assets import ASSET_MODULES
         from pipelines import definitions
 
         self.ws = ws
         self.instance = _instance(ws)
-        self.assets = [*dg.load_assets_from_modules(definitions._MODULES), *dg.load_asset_checks_from_modules(definitions._MODULES)]
+        self.assets = [*dg.load_assets_from_modules(ASSET_MODULES), *dg.load_asset_checks_from_modules(ASSET_MODULES)]
         self.resources = definitions.defs.resources
         self.problems: list[str] = []
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from eexit_core import stages
-    from pipelines.partitions import graded_workload_partitions, model_partitions, model_workload_key, workload_partitions
+    from assets.partitions import graded_workload_partitions, model_partitions, model_workload_key, workload_partitions
 
     hf_logging.disable_progress_bar()
     ws = Workspace.default()
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[str], workload_registry, *, force: bool) -> None:
     from eexit_core import stages
-    from pipelines.partitions import model_workload_key
+    from assets.partitions import model_workload_key
 
     for asset in (stages.EXIT_ACCURACY, stages.EXIT_ITEMS):  # DVC expects the stage's outputs to exist
         (ws.artifacts_dir / asset).mkdir(parents=True, exist_ok=True)

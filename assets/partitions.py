@@ -2,52 +2,44 @@
 
 Local runs (the default) take the embedded models, which need no network; a cluster
 deployment takes every registered model. `EEXIT_MODELS` / `EEXIT_WORKLOADS` (comma
-separated ids) override either choice.
+separated ids, read by `eexit_core.settings`) override either choice.
 """
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
+from eexit_core.settings import Environment
 from eexit_core.stages import registries
 from eexit_core.workspace import Workspace
 
 
-def deployment() -> str:
-    value = os.environ.get("EEXIT_DEPLOYMENT", "local")
-    if value not in ("local", "cluster"):
-        raise ValueError(f"EEXIT_DEPLOYMENT must be 'local' or 'cluster', got {value!r}")
-    return value
-
-
-def _override(variable: str, known: list[str]) -> list[str] | None:
-    raw = os.environ.get(variable)
-    if not raw:
+def _chosen(variable: str, chosen: tuple[str, ...] | None, known: list[str]) -> list[str] | None:
+    if chosen is None:
         return None
-    chosen = [x.strip() for x in raw.split(",") if x.strip()]
     unknown = [x for x in chosen if x not in known]
     if unknown:
         raise ValueError(f"{variable} names unknown ids {unknown}; registered: {', '.join(known)}")
-    return chosen
+    return list(chosen)
 
 
-def selected_model_ids(ws: Workspace) -> list[str]:
+def selected_model_ids(ws: Workspace, env: Environment | None = None) -> list[str]:
+    env = env or Environment.read()
     models, _ = registries(ws)
     known = [m.model_id for m in models.models]
-    chosen = _override("EEXIT_MODELS", known)
+    chosen = _chosen("EEXIT_MODELS", env.models, known)
     if chosen is not None:
         return chosen
-    if deployment() == "cluster":
+    if env.defaults.every_registered_model:
         return known
     return [m.model_id for m in models.models if m.embedded]
 
 
-def selected_workload_ids(ws: Workspace) -> list[str]:
+def selected_workload_ids(ws: Workspace, env: Environment | None = None) -> list[str]:
+    env = env or Environment.read()
     _, workloads = registries(ws)
     known = [w.workload_id for w in workloads.workloads]
-    return _override("EEXIT_WORKLOADS", known) or known
+    return _chosen("EEXIT_WORKLOADS", env.workloads, known) or known
 
 
 _WS = Workspace.default()

@@ -1,0 +1,123 @@
+"""Every run-time default in one place, and the one module that reads the EEXIT_* variables.
+
+The variables only choose defaults: a deployment (`local` or `cluster`) picks device,
+batch size, exit sweep and which models run; every other variable applies to both. The
+Dagster resources and partitions are built from `Environment.read()`; code that is not
+driven by a deployment (a notebook, the tests) uses the constants directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# --- defaults (the only place each is written) -----------------------------------------
+
+TOP_K = 10  # `topk_overlap` compares the top-K tokens
+BATCH_SIZE = 8  # prompts per forward pass of the lens (and of static-exit generation)
+LENS_ENGINE = "eager"  # how the vocabulary-wide stats run: eager | compiled | kernel
+ALPHAS = (0.25, 0.5, 0.75)  # EAS α values stored (0.5 is the paper's)
+TOLERANCE = 0.05  # relative accuracy loss allowed for the max skip ratio (the paper's 5 %)
+FALLBACK_REFERENCE = "smollm2-135m-instruct"  # eas_relative's reference when the registry's was not run
+EXIT_SWEEPS = ("cpu", "full")
+
+
+@dataclass(frozen=True)
+class DeploymentDefaults:
+    """What a deployment chooses when no variable says otherwise."""
+
+    device: str
+    batch_size: int
+    exit_sweep: str
+    every_registered_model: bool  # False: only the embedded models (no network needed)
+
+
+DEPLOYMENTS: dict[str, DeploymentDefaults] = {
+    "local": DeploymentDefaults(device="cpu", batch_size=BATCH_SIZE, exit_sweep="cpu", every_registered_model=False),
+    "cluster": DeploymentDefaults(device="cuda", batch_size=4, exit_sweep="full", every_registered_model=True),
+}
+
+
+# --- the environment -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The EEXIT_* variables, parsed and checked; None where a variable is not set."""
+
+    root: Path | None
+    deployment: str
+    models: tuple[str, ...] | None
+    workloads: tuple[str, ...] | None
+    batch_size: int | None
+    allow_download: bool
+    stats: tuple[str, ...] | None
+    exit_sweep: str | None
+    tolerance: float
+    lens_engine: str
+
+    @property
+    def defaults(self) -> DeploymentDefaults:
+        return DEPLOYMENTS[self.deployment]
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> "Environment":
+        env = os.environ if environ is None else environ
+        deployment = env.get("EEXIT_DEPLOYMENT", "local")
+        if deployment not in DEPLOYMENTS:
+            raise ValueError(f"EEXIT_DEPLOYMENT must be one of {sorted(DEPLOYMENTS)}, got {deployment!r}")
+        sweep = env.get("EEXIT_EXIT_SWEEP") or None
+        if sweep is not None and sweep not in EXIT_SWEEPS:
+            raise ValueError(f"EEXIT_EXIT_SWEEP must be one of {list(EXIT_SWEEPS)}, got {sweep!r}")
+        root = env.get("EEXIT_ROOT")
+        return cls(
+            root=Path(root).resolve() if root else None,
+            deployment=deployment,
+            models=_ids(env, "EEXIT_MODELS"),
+            workloads=_ids(env, "EEXIT_WORKLOADS"),
+            batch_size=_batch_size(env),
+            allow_download=_flag(env, "EEXIT_ALLOW_DOWNLOAD"),
+            stats=_ids(env, "EEXIT_STATS"),
+            exit_sweep=sweep,
+            tolerance=_tolerance(env),
+            lens_engine=env.get("EEXIT_LENS_ENGINE") or LENS_ENGINE,
+        )
+
+
+def _ids(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    raw = env.get(name)
+    chosen = tuple(x.strip() for x in raw.split(",") if x.strip()) if raw else ()
+    return chosen or None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "0")
+    if raw not in ("0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
+def _batch_size(env: Mapping[str, str]) -> int | None:
+    raw = env.get("EEXIT_BATCH_SIZE")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"EEXIT_BATCH_SIZE must be a whole number such as {BATCH_SIZE}, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"EEXIT_BATCH_SIZE must be at least 1, got {value}")
+    return value
+
+
+def _tolerance(env: Mapping[str, str]) -> float:
+    raw = env.get("EEXIT_TOLERANCE", str(TOLERANCE))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"EEXIT_TOLERANCE must be a number such as {TOLERANCE}, got {raw!r}") from None
+    if not 0 <= value < 1:
+        raise ValueError(f"EEXIT_TOLERANCE is a relative accuracy loss in [0, 1), got {value}")
+    return value

@@ -1,5 +1,16 @@
-"""Dagster assets, one module per stage; each calls one eexit_core function."""
+"""Dagster assets, one module per asset, named after it; each calls one eexit_core stage
+and carries the checks of its output."""
 
-from assets import activations, exits, models, oracle, report, scores, similarity, workloads
+from assets import (
+    eas_scores,
+    exit_accuracy,
+    factor_report,
+    layer_similarity,
+    model_checkpoints,
+    oracle_exits,
+    token_layer_stats,
+    workload_prompts,
+)
 
-ASSET_MODULES = [workloads, models, activations, similarity, oracle, exits, scores, report]
+ASSET_MODULES = [workload_prompts, model_checkpoints, token_layer_stats, layer_similarity, oracle_exits, exit_accuracy,
+                 eas_scores, factor_report]

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import polars as pl
+
+from eexit_core.similarity import similarity_curve
 
 
 def skip_weights(n_layers: int) -> np.ndarray:
@@ -41,3 +44,63 @@ def eas(similarity_by_layer: Sequence[float], alpha: float = 0.5) -> float:
 def eas_ideal(n_layers: int, alpha: float = 0.5) -> float:
     """EAS of a model whose every layer already matches the final one (S_l = 1)."""
     return eas(np.ones(n_layers), alpha)
+
+
+# --- the EAS tables (the results store's eas_scores) --------------------------------------
+
+
+def eas_scores(similarity: pl.DataFrame, *, metrics: Sequence[str], alphas: Sequence[float], reference: str | None,
+               fallback_reference: str | None = None) -> pl.DataFrame:
+    """EAS per model × workload × metric × alpha from `layer_similarity` rows, the
+    per-model 'ALL' rows (mean over workloads), and `eas_relative` to the reference model
+    (the fallback when the reference was not run; null when neither was)."""
+    rows = []
+    for (model_id, workload_id), part in similarity.group_by(["model_id", "workload_id"], maintain_order=True):
+        n_layers = part.height
+        for metric in [m for m in metrics if part[m].null_count() < part.height]:
+            curve = similarity_curve(part, metric)
+            for alpha in alphas:
+                rows.append({
+                    "model_id": model_id, "workload_id": workload_id, "metric": metric, "alpha": alpha,
+                    "eas": eas(curve, alpha), "eas_ideal": eas_ideal(n_layers, alpha),
+                    "n_layers": n_layers, "n_tokens": int(part["n_tokens"].max()),
+                })
+    if not rows:
+        return pl.DataFrame()
+    per_workload = pl.DataFrame(rows)
+    per_model = (
+        per_workload.group_by(["model_id", "metric", "alpha"], maintain_order=True)
+        .agg(pl.col("eas").mean(), pl.col("eas_ideal").first(), pl.col("n_layers").first(), pl.col("n_tokens").sum())
+        .with_columns(pl.lit("ALL").alias("workload_id"))
+        .select(per_workload.columns)
+    )
+    scores = pl.concat([per_workload, per_model])
+    models = set(scores["model_id"].to_list())
+    ref = reference if reference in models else fallback_reference
+    if ref not in models:
+        ref = None
+    if ref is None:
+        return scores.with_columns(pl.lit(None, dtype=pl.Float64).alias("eas_relative"), pl.lit(None, dtype=pl.String).alias("relative_to"))
+    ref_scores = scores.filter(pl.col("model_id") == ref).select("workload_id", "metric", "alpha", pl.col("eas").alias("_ref"))
+    return (
+        scores.join(ref_scores, on=["workload_id", "metric", "alpha"], how="left")
+        .with_columns(
+            pl.when(pl.col("_ref") > 0).then(pl.col("eas") / pl.col("_ref")).otherwise(None).alias("eas_relative"),
+            pl.lit(ref).alias("relative_to"),
+        )
+        .drop("_ref")
+    )
+
+
+def eas_table(scores: pl.DataFrame, alpha: float = 0.5) -> pl.DataFrame:
+    """EAS at one alpha, one row per model × workload, one column per metric."""
+    return (
+        scores.filter(pl.col("alpha") == alpha)
+        .pivot(on="metric", index=["model_id", "workload_id"], values="eas")
+        .join(
+            scores.filter((pl.col("alpha") == alpha) & (pl.col("metric") == "logit_cos"))
+            .select("model_id", "workload_id", "eas_ideal", "eas_relative", "n_tokens"),
+            on=["model_id", "workload_id"], how="left",
+        )
+        .sort(["model_id", "workload_id"])
+    )

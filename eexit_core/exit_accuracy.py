@@ -81,10 +81,13 @@ class ExitSweepSettings:
     tolerance of the max skip ratio is applied later, to the stored results
     (`ScoreSettings.tolerance`), and is deliberately not here."""
 
-    n_items_generate: int | None = 6  # code / math items (None: all drawn prompts)
-    n_items_choice: int | None = 24  # multiple-choice items
+    # The CPU defaults keep `make run` near its budget on a 2-core machine with four
+    # multiple-choice workloads: 16 items separate SciQ / basic_skills / ARC-Easy full-depth
+    # accuracy from chance (one-sided binomial p < 0.05) on both embedded models.
+    n_items_generate: int | None = 4  # code / math items (None: all drawn prompts)
+    n_items_choice: int | None = 16  # multiple-choice items
     n_dynamic_generate: int | None = 2  # code / math items each dynamic policy decodes (batch of one)
-    n_dynamic_choice: int | None = None  # multiple-choice items each dynamic policy scores (None: all)
+    n_dynamic_choice: int | None = 8  # multiple-choice items each dynamic policy scores (None: all)
     static_points: int | None = 4  # static exit layers for generation, strided up to L (None: all)
     # a dynamic policy may exit after these strided layers below L (None: any layer); on
     # a 262k vocabulary each check of a probability signal costs more than a block

@@ -11,18 +11,11 @@ from eexit_core.workspace import Workspace
 
 
 def eexit_resource(env: Environment) -> EexitResource:
-    """Every variable applies to every deployment; the deployment only sets defaults."""
+    """The infrastructure of the deployment; the run-time knobs are the assets' Config,
+    whose defaults the same Environment chooses (assets/config.py)."""
     defaults = env.defaults
-    return EexitResource(
-        root=str(env.root or Workspace.default().root),
-        device=defaults.device,
-        batch_size=env.batch_size or defaults.batch_size,
-        allow_download=env.allow_download,
-        stats=list(env.stats) if env.stats else None,
-        exit_sweep=env.exit_sweep or defaults.exit_sweep,
-        tolerance=env.tolerance,
-        lens_engine=env.lens_engine,
-    )
+    return EexitResource(root=str(env.root or Workspace.default().root), device=defaults.device,
+                         allow_download=env.allow_download)
 
 
 def resources_for(env: Environment) -> dict[str, object]:

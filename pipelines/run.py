@@ -29,6 +29,7 @@ from eexit_core.workspace import Workspace
 
 STAGES = ("prompts", "checkpoints", "stats", "exits", "results")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+_FORCEABLE = ("token_layer_stats", "exit_accuracy")  # assets whose Config has `force`
 
 
 def _instance(ws: Workspace):
@@ -67,13 +68,15 @@ class Runner:
         self.resources = definitions.defs.resources
         self.problems: list[str] = []
 
-    def run(self, selection: list[str], partition_key: str | None, label: str) -> bool:
+    def run(self, selection: list[str], partition_key: str | None, label: str, *, force: bool = False) -> bool:
+        """One Dagster run; `force` sets the Config field of the selected assets that have one."""
         import dagster as dg
 
         started = time.perf_counter()
+        forced = {"ops": {asset: {"config": {"force": True}} for asset in selection if asset in _FORCEABLE}} if force else {}
         result = dg.materialize(
             self.assets, selection=selection, partition_key=partition_key, instance=self.instance,
-            resources=self.resources, raise_on_error=False, run_config=_QUIET,
+            resources=self.resources, raise_on_error=False, run_config={**_QUIET, **forced},
         )
         status = "ok" if result.success else "FAILED"
         print(f"  {label:<58} {status:>6} {time.perf_counter() - started:7.1f}s", flush=True)
@@ -118,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     workloads = workload_partitions.get_partition_keys()
     models = model_partitions.get_partition_keys()
-    settings = runner.resources["eexit"].lens_settings()
+    from assets.config import TokenStatsConfig
+
+    settings = TokenStatsConfig().lens_settings(runner.resources["eexit"].device)
     _, workload_registry = stages.registries(ws)
 
     if "prompts" in stages_to_run:
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if "token_layer_stats" not in selection and not ws.partition_path(stages.TOKEN_STATS, model_id, workload_id).is_file():
                 continue
-            runner.run(selection, model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}{note}")
+            runner.run(selection, model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}{note}", force=args.force)
 
     if "exits" in stages_to_run:
         _run_exits(runner, ws, models, [w for w in graded_workload_partitions.get_partition_keys() if w in workloads],
@@ -179,15 +184,18 @@ def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[st
         (ws.artifacts_dir / asset).mkdir(parents=True, exist_ok=True)
     if not graded:
         return
-    settings = runner.resources["eexit"].exit_settings()
-    print(f"exit_accuracy ({runner.resources['eexit'].exit_sweep} sweep)", flush=True)
+    from assets.config import ExitAccuracyConfig
+
+    config = ExitAccuracyConfig()
+    settings = config.exit_settings()
+    print(f"exit_accuracy ({config.sweep} sweep)", flush=True)
     for model_id in models:
         for workload_id in graded:
             workload = workload_registry.get(workload_id)
             if not force and stages.exit_accuracy_fresh(ws, model_id, workload, settings):
                 print(f"  {model_id} × {workload_id} (exits fresh)", flush=True)
                 continue
-            runner.run(["exit_accuracy"], model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}")
+            runner.run(["exit_accuracy"], model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}", force=force)
 
 
 def _print_scores(ws: Workspace) -> None:

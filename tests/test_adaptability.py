@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,3 +90,51 @@ def test_public_api_names_are_the_functions_not_modules():
 
     for name in eexit_core.__all__:
         assert not inspect.ismodule(getattr(eexit_core, name)), name
+
+
+# --- the EAS tables ------------------------------------------------------------------------
+
+
+def _similarity_rows() -> pl.DataFrame:
+    """Two models × two workloads, L = 2, logit_cos chosen so each EAS has a closed form."""
+    curves = {("a", "w1"): [1.0, 1.0], ("a", "w2"): [0.25, 1.0], ("b", "w1"): [0.0, 1.0], ("b", "w2"): [1.0, 1.0]}
+    rows = [{"model_id": m, "workload_id": w, "layer": l + 1, "n_tokens": 10, "logit_cos": s, "hidden_cos": 1.5}
+            for (m, w), curve in curves.items() for l, s in enumerate(curve)]
+    return pl.DataFrame(rows)
+
+
+def test_eas_scores_closed_forms_all_rows_and_relatives():
+    from eexit_core.adaptability import eas_scores
+
+    scores = eas_scores(_similarity_rows(), metrics=["logit_cos"], alphas=[0.5], reference="a")
+    got = {(r["model_id"], r["workload_id"]): r for r in scores.iter_rows(named=True)}
+    # L = 2, α = 0.5: only layer 1 has weight, w_1 = 1/2: EAS = (1/2)·sqrt(S_1)·sqrt(1/2)
+    unit = 0.5 * math.sqrt(0.5)
+    assert got[("a", "w1")]["eas"] == pytest.approx(unit)
+    assert got[("a", "w2")]["eas"] == pytest.approx(unit * 0.5)
+    assert got[("b", "w1")]["eas"] == pytest.approx(0.0)
+    assert got[("a", "ALL")]["eas"] == pytest.approx(unit * 0.75)  # the mean over workloads
+    assert got[("b", "ALL")]["n_tokens"] == 20
+    assert got[("b", "w2")]["eas_relative"] == pytest.approx(1.0 / 0.5)  # against a's w2
+    assert got[("a", "ALL")]["eas_relative"] == pytest.approx(1.0) and got[("a", "w1")]["relative_to"] == "a"
+    assert got[("a", "w1")]["eas_ideal"] == pytest.approx(unit)
+
+
+def test_eas_scores_reference_fallback_and_none():
+    from eexit_core.adaptability import eas_scores
+
+    fallback = eas_scores(_similarity_rows(), metrics=["logit_cos"], alphas=[0.5], reference="llama-2-7b", fallback_reference="b")
+    assert set(fallback["relative_to"]) == {"b"}
+    none = eas_scores(_similarity_rows(), metrics=["logit_cos"], alphas=[0.5], reference="llama-2-7b")
+    assert none["eas_relative"].null_count() == none.height
+
+
+def test_eas_table_pivots_one_alpha_one_column_per_metric():
+    from eexit_core.adaptability import eas_scores, eas_table
+
+    scores = eas_scores(_similarity_rows(), metrics=["logit_cos", "hidden_cos"], alphas=[0.25, 0.5], reference="a")
+    table = eas_table(scores, alpha=0.5)
+    assert table.columns[:4] == ["model_id", "workload_id", "logit_cos", "hidden_cos"]
+    assert table.height == 6 and table["model_id"].to_list() == sorted(table["model_id"].to_list())
+    # hidden_cos 1.5 is clipped to S = 1 at every layer: the ideal
+    assert table["hidden_cos"].to_list() == pytest.approx(table["eas_ideal"].to_list())

@@ -69,3 +69,15 @@ def test_every_error_eexit_defines_is_an_eexit_error():
                     if issubclass(obj, BaseException) and obj.__module__ == module.__name__]
     assert len(defined) >= 9
     assert [cls.__qualname__ for cls in defined if not issubclass(cls, EexitError) and cls is not EexitError] == []
+
+
+def test_the_readme_layout_names_every_module():
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[: layout.index("```", layout.index("```") + 3)]
+    core = {p.stem for p in (REPO / "eexit_core").glob("*.py") if p.stem != "__init__"}
+    stage_modules = {p.stem for p in (REPO / "eexit_core" / "stages").glob("*.py")}
+    missing = sorted(m for m in core if m not in layout)
+    assert missing == [] and "stages/" in layout and stage_modules
+    for folder in ("assets", "pipelines", "data", "tests", "benchmarks"):
+        assert f"{folder}/" in layout

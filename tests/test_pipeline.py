@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from eexit_core.exit_accuracy import ExitSweepSettings
 from tests.conftest import REPO, build_tokenizer, tiny_llama
 
 
@@ -155,7 +156,8 @@ def test_end_to_end_run_skips_the_unavailable_model(tiny_workspace):
         assert _one(con, "select count(distinct workload_id) from exit_accuracy")[0] == 1
         assert _one(con, "select count(*) from exit_accuracy where signal is not null")[0] == 4
         assert _one(con, "select count(*) from exit_accuracy where policy in ('never_exit', 'oracle_item')")[0] == 2
-        assert _one(con, "select count(*) from exit_items where policy = 'static'")[0] == 4 * 6
+        n_items = ExitSweepSettings().n_items_generate  # HumanEval items of the CPU sweep, at 4 static layers
+        assert _one(con, "select count(*) from exit_items where policy = 'static'")[0] == 4 * n_items
         assert _one(con, "select count(*) from exit_skip_bounds")[0] == 1
     finally:
         con.close()

@@ -15,25 +15,57 @@ def _resource(**variables: str):
     return resources_for(Environment.read(variables))["eexit"]
 
 
-@pytest.mark.parametrize("deployment", ["local", "cluster"])
-def test_every_knob_applies_to_every_deployment(deployment):
-    resource = _resource(EEXIT_DEPLOYMENT=deployment, EEXIT_ALLOW_DOWNLOAD="1", EEXIT_BATCH_SIZE="3", EEXIT_TOLERANCE="0.1",
-                         EEXIT_EXIT_SWEEP="full", EEXIT_STATS="logit_cos,hidden_cos", EEXIT_LENS_ENGINE="compiled")
-    assert resource.allow_download is True
-    assert resource.batch_size == 3 and resource.lens_settings().batch_size == 3
-    assert resource.tolerance == 0.1 and resource.score_settings().tolerance == 0.1
-    assert resource.exit_sweep == "full" and resource.stats == ["logit_cos", "hidden_cos"]
-    assert resource.lens_settings().engine == "compiled"
+@pytest.fixture
+def configs(monkeypatch):
+    """assets.config re-read under the variables a test sets (its defaults are chosen once, at load)."""
+    import importlib
+
+    import assets.config
+
+    def load(**variables: str):
+        for name in [n for n in __import__("os").environ if n.startswith("EEXIT_")]:
+            monkeypatch.delenv(name)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        return importlib.reload(assets.config)
+
+    yield load
+    monkeypatch.undo()
+    importlib.reload(assets.config)
 
 
 @pytest.mark.parametrize("deployment", ["local", "cluster"])
-def test_defaults_come_from_the_deployment_and_the_settings_module(deployment):
-    resource = _resource(EEXIT_DEPLOYMENT=deployment)
+def test_every_knob_applies_to_every_deployment(deployment, configs):
+    config = configs(EEXIT_DEPLOYMENT=deployment, EEXIT_BATCH_SIZE="3", EEXIT_TOLERANCE="0.1", EEXIT_EXIT_SWEEP="full",
+                     EEXIT_STATS="logit_cos,hidden_cos", EEXIT_LENS_ENGINE="compiled")
+    lens = config.TokenStatsConfig().lens_settings("cpu")
+    assert lens.batch_size == 3 and lens.stats == ("logit_cos", "hidden_cos") and lens.engine == "compiled"
+    assert config.ScoresConfig().score_settings().tolerance == 0.1
+    assert config.ExitAccuracyConfig().sweep == "full"
+    assert _resource(EEXIT_DEPLOYMENT=deployment, EEXIT_ALLOW_DOWNLOAD="1").allow_download is True
+
+
+@pytest.mark.parametrize("deployment", ["local", "cluster"])
+def test_defaults_come_from_the_deployment_and_the_settings_module(deployment, configs):
+    config = configs(EEXIT_DEPLOYMENT=deployment)
     defaults = DEPLOYMENTS[deployment]
-    assert (resource.device, resource.batch_size, resource.exit_sweep) == (defaults.device, defaults.batch_size, defaults.exit_sweep)
-    assert resource.allow_download is False
-    assert resource.tolerance == settings.TOLERANCE and resource.lens_engine == settings.LENS_ENGINE
-    assert resource.top_k == settings.TOP_K and tuple(resource.alphas) == settings.ALPHAS
+    resource = _resource(EEXIT_DEPLOYMENT=deployment)
+    assert resource.device == defaults.device and resource.allow_download is False
+    lens = config.TokenStatsConfig().lens_settings(resource.device)
+    assert (lens.batch_size, lens.top_k, lens.engine) == (defaults.batch_size, settings.TOP_K, settings.LENS_ENGINE)
+    assert config.ExitAccuracyConfig().sweep == defaults.exit_sweep
+    scores = config.ScoresConfig().score_settings()
+    assert scores.tolerance == settings.TOLERANCE and scores.alphas == settings.ALPHAS
+
+
+def test_knobs_are_config_with_descriptions_and_the_resource_is_infrastructure():
+    import assets.config as config
+    from assets.resources import EexitResource
+
+    assert set(EexitResource.model_fields) == {"root", "device", "allow_download"}
+    for cls in (config.TokenStatsConfig, config.ExitAccuracyConfig, config.ScoresConfig):
+        assert all(field.description for field in cls.model_fields.values()), cls.__name__
+    assert "force" in config.TokenStatsConfig.model_fields and "force" in config.ExitAccuracyConfig.model_fields
 
 
 @pytest.mark.parametrize(("name", "value"), [("EEXIT_BATCH_SIZE", "eight"), ("EEXIT_BATCH_SIZE", "0"),
@@ -56,3 +88,15 @@ def test_only_the_settings_module_reads_eexit_variables():
             if path.name != "settings.py" and re.search(r"environ[^\n]*[\"']EEXIT_", path.read_text()):
                 readers.append(str(path.relative_to(REPO)))
     assert readers == []
+
+
+def test_the_readme_lists_exactly_the_variables_settings_reads():
+    import re
+
+    from tests.conftest import REPO
+
+    read = set(re.findall(r"\"(EEXIT_[A-Z_]+)\"", (REPO / "eexit_core" / "settings.py").read_text()))
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Registries and configuration"):readme.index("\n## ", readme.index("## Registries and configuration") + 5)]
+    listed = set(re.findall(r"`(EEXIT_[A-Z_]+)", section))
+    assert read == listed, (read - listed, listed - read)

@@ -3,13 +3,14 @@ import polars as pl
 
 from eexit_core import checks, store
 from eexit_core.stages import build_eas_scores, eas_table
+from assets.config import ScoresConfig
 from assets.resources import EexitResource
 
 
 @dg.asset(group_name="results", kinds={"duckdb"}, deps=["layer_similarity", "oracle_exits", "exit_accuracy", "model_checkpoints", "workload_prompts"])
-def eas_scores(eexit: EexitResource) -> dg.MaterializeResult:
+def eas_scores(eexit: EexitResource, config: ScoresConfig) -> dg.MaterializeResult:
     """EAS per model × workload × metric × alpha (and per model); publishes the results store."""
-    scores = build_eas_scores(eexit.workspace, eexit.score_settings())
+    scores = build_eas_scores(eexit.workspace, config.score_settings())
     table = eas_table(scores)
     return dg.MaterializeResult(
         metadata={

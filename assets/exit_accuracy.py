@@ -1,7 +1,10 @@
 import dagster as dg
 
 from eexit_core import checks
-from eexit_core.stages import build_exit_accuracy, registries
+import polars as pl
+
+from assets.config import ExitAccuracyConfig
+from eexit_core.stages import EXIT_ACCURACY, build_exit_accuracy, exit_accuracy_fresh, registries
 from assets.partitions import model_graded_partitions, upstream_by_dimension
 from assets.resources import EexitResource
 
@@ -16,23 +19,31 @@ _UPSTREAM = upstream_by_dimension(model="model_checkpoints")
     check_specs=[dg.AssetCheckSpec("exit_accuracy_in_range", asset="exit_accuracy",
                                    description="accuracy in [0, 1], layers used within 1..L, one full-depth row")],
 )
-def exit_accuracy(context: dg.AssetExecutionContext, eexit: EexitResource) -> dg.MaterializeResult:
-    """Task accuracy when tokens exit early: static exits, dynamic policies, per-item oracle."""
+def exit_accuracy(context: dg.AssetExecutionContext, eexit: EexitResource, config: ExitAccuracyConfig) -> dg.MaterializeResult:
+    """Task accuracy when tokens exit early: static exits, dynamic policies, per-item oracle.
+    Stored results that are fresh (same checkpoint, items, code and sweep) are kept unless
+    `force` is set."""
     keys = context.partition_key.keys_by_dimension
-    models, workloads = registries(eexit.workspace)
+    ws = eexit.workspace
+    models, workloads = registries(ws)
+    model, workload = models.get(keys["model"]), workloads.get(keys["workload"])
+    sweep = config.exit_settings()
 
     def progress(message: str) -> None:
         context.log.info(message)
         print(f"    {message}", flush=True)  # the runner's console shows Dagster warnings only
 
-    summary = build_exit_accuracy(
-        eexit.workspace, models.get(keys["model"]), workloads.get(keys["workload"]),
-        eexit.exit_settings(), device=eexit.device, progress=progress,
-    )
+    recomputed = config.force or not exit_accuracy_fresh(ws, model.model_id, workload, sweep)
+    if recomputed:
+        summary = build_exit_accuracy(ws, model, workload, sweep, device=eexit.device, progress=progress)
+    else:
+        context.log.info("the stored exit accuracy is fresh: kept (set force: true to recompute)")
+        summary = pl.read_parquet(ws.partition_path(EXIT_ACCURACY, model.model_id, workload.workload_id))
     full = summary.filter((summary["policy"] == "static") & (summary["exit_layer"] == summary["n_layers"]))
     outcome = checks.exit_accuracy_in_range(summary)
     return dg.MaterializeResult(metadata={
         "rows": summary.height,
         "full_depth_accuracy": float(full["accuracy"][0]) if full.height else None,
         "n_items": int(full["n_items"][0]) if full.height else 0,
+        "recomputed": recomputed,
     }, check_results=[dg.AssetCheckResult(check_name="exit_accuracy_in_range", passed=outcome.passed, metadata=outcome.metadata)])

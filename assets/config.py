@@ -1,0 +1,63 @@
+"""The assets' run-time knobs as Dagster `Config`: shown, described and editable in the
+launchpad (and settable with `--config-json` on the CLI). Every default comes from
+`eexit_core.settings`; the EEXIT_* variables, read there once, only choose among them."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from eexit_core import settings
+from eexit_core.exit_accuracy import ExitSweepSettings
+from eexit_core.lens import LENS_ENGINES
+from eexit_core.settings import Environment
+from eexit_core.stages import LensSettings, ScoreSettings
+
+_ENV = Environment.read()
+
+
+class TokenStatsConfig(dg.Config):
+    """How the lens runs on a partition."""
+
+    top_k: int = Field(default=settings.TOP_K, description="K of `topk_overlap` (the top-K tokens compared)")
+    batch_size: int = Field(default=_ENV.batch_size or _ENV.defaults.batch_size, description="prompts per forward pass")
+    stats: list[str] | None = Field(
+        default=list(_ENV.stats) if _ENV.stats else None,
+        description="stats to compute (null: all); only cosines (logit_cos, logit_cos_raw, hidden_cos) runs the "
+                    "much faster d-space lens, without oracle exits")
+    engine: str = Field(default=_ENV.lens_engine, description=f"vocabulary-wide stats engine: {' | '.join(LENS_ENGINES)}")
+    force: bool = Field(default=False, description="recompute even if the stored stats are fresh "
+                                                   "(same checkpoint, prompts, lens code and settings)")
+
+    def lens_settings(self, device: str) -> LensSettings:
+        if self.engine not in LENS_ENGINES:
+            raise ValueError(f"engine must be one of {sorted(LENS_ENGINES)}, got {self.engine!r} (EEXIT_LENS_ENGINE)")
+        return LensSettings(top_k=self.top_k, batch_size=self.batch_size, device=device,
+                            stats=tuple(self.stats) if self.stats else None, engine=self.engine)
+
+
+class ExitAccuracyConfig(dg.Config):
+    """How much of the early-exit accuracy sweep runs."""
+
+    sweep: str = Field(default=_ENV.exit_sweep or _ENV.defaults.exit_sweep,
+                       description="cpu: subsampled items and strided layers (make run on a laptop); "
+                                   "full: every item and layer, five thresholds per exit signal (GPU)")
+    force: bool = Field(default=False, description="recompute even if the stored results are fresh "
+                                                   "(same checkpoint, items, code and sweep)")
+
+    def exit_settings(self) -> ExitSweepSettings:
+        if self.sweep not in settings.EXIT_SWEEPS:
+            raise ValueError(f"sweep must be one of {list(settings.EXIT_SWEEPS)}, got {self.sweep!r} (EEXIT_EXIT_SWEEP)")
+        return ExitSweepSettings.full() if self.sweep == "full" else ExitSweepSettings()
+
+
+class ScoresConfig(dg.Config):
+    """How the stored measurements become the results store."""
+
+    alphas: list[float] = Field(default=list(settings.ALPHAS), description="EAS α values to store (0.5 is the paper's)")
+    tolerance: float = Field(default=_ENV.tolerance, description="relative accuracy loss allowed for the max skip ratio")
+    fallback_reference: str = Field(default=settings.FALLBACK_REFERENCE,
+                                    description="eas_relative's reference when the registry's reference model was not run")
+
+    def score_settings(self) -> ScoreSettings:
+        return ScoreSettings(alphas=tuple(self.alphas), fallback_reference=self.fallback_reference, tolerance=self.tolerance)

@@ -1,0 +1,56 @@
+"""model_checkpoints [m]: the weights prepared (converted, checksummed) and their availability recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from eexit_core.artifacts import write_json
+from eexit_core.checkpoints import Checkpoint, ModelUnavailableError, prepare_checkpoint
+from eexit_core.registry import ModelEntry
+from eexit_core.stages.common import _require
+from eexit_core.workspace import Workspace
+
+
+def build_model_checkpoint(ws: Workspace, entry: ModelEntry, *, allow_download: bool = False) -> Checkpoint:
+    """Prepare the model's weights and record whether they are available."""
+    record = ws.checkpoint_record(entry.model_id)
+    try:
+        checkpoint = prepare_checkpoint(entry, models_dir=ws.models_dir, cache_dir=ws.cache_dir / "gguf", allow_download=allow_download)
+    except ModelUnavailableError as exc:
+        write_json({"model_id": entry.model_id, "available": False, "reason": str(exc)}, record)
+        raise
+    _check_depth(entry, checkpoint)
+    write_json(
+        {"model_id": entry.model_id, "available": True, "path": _portable(ws, checkpoint.path),
+         "checksum": checkpoint.checksum, "quantization": checkpoint.quantization},
+        record,
+    )
+    return checkpoint
+
+
+def _check_depth(entry: ModelEntry, checkpoint: Checkpoint) -> None:
+    config = json.loads((checkpoint.path / "config.json").read_text())
+    config = config.get("text_config", config)
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    if layers is not None and int(layers) != entry.n_layers:
+        raise ValueError(
+            f"{entry.model_id}: the registry says n_layers: {entry.n_layers} but the checkpoint "
+            f"has {layers}; fix data/registry/models.yaml"
+        )
+
+
+def _portable(ws: Workspace, path: Path) -> str:
+    """Paths inside the project are stored relative to it, so clones and DVC pulls work."""
+    try:
+        return str(path.resolve().relative_to(ws.root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_checkpoint(ws: Workspace, model_id: str) -> Checkpoint:
+    path = _require(ws.checkpoint_record(model_id), "model_checkpoints", model_id)
+    record = json.loads(path.read_text())
+    if not record.get("available"):
+        raise ModelUnavailableError(record.get("reason", f"{model_id} is unavailable"))
+    return Checkpoint(model_id, ws.root / record["path"], record["checksum"], record.get("quantization"))

@@ -1,0 +1,33 @@
+"""What every stage shares: the asset names, the registries, and the error for a missing input."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from eexit_core.errors import EexitError
+from eexit_core.registry import load_model_registry, load_workload_registry, ModelRegistry, WorkloadRegistry
+from eexit_core.workspace import Workspace
+
+
+log = logging.getLogger(__name__)
+
+TOKEN_STATS = "token_layer_stats"
+LAYER_SIMILARITY = "layer_similarity"
+ORACLE_EXITS = "oracle_exits"
+EXIT_ACCURACY = "exit_accuracy"
+EXIT_ITEMS = "exit_items"
+
+
+class MissingUpstreamError(EexitError, FileNotFoundError):
+    """An input artifact does not exist yet: materialise the named asset first."""
+
+
+def registries(ws: Workspace) -> tuple[ModelRegistry, WorkloadRegistry]:
+    return load_model_registry(ws.models_registry), load_workload_registry(ws.workloads_registry)
+
+
+def _require(path: Path, asset: str, partition: str) -> Path:
+    if not path.is_file():
+        raise MissingUpstreamError(f"{path} is missing: materialise {asset} [{partition}] first")
+    return path

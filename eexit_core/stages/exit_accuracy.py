@@ -1,0 +1,98 @@
+"""exit_accuracy [m × graded w]: task accuracy under early exit, and its freshness."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+
+from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_parquet
+from eexit_core.checkpoints import load_model
+from eexit_core.exit_accuracy import ExitSweepSettings
+from eexit_core.provenance import code_version
+from eexit_core.registry import ModelEntry, WorkloadEntry
+from eexit_core.stages.checkpoint import read_checkpoint
+from eexit_core.stages.common import _require, EXIT_ACCURACY, EXIT_ITEMS, log
+from eexit_core.stages.token_stats import _provenance_columns
+from eexit_core.workspace import Workspace
+
+
+def exit_code_modules() -> list[Path]:
+    """The code behind exit accuracy (`dvc.yaml`'s exits stage depends on the same files)."""
+    from eexit_core import adapters, checkpoints, early_exit, exit_accuracy, grading, sandbox
+
+    return [Path(m.__file__) for m in (adapters, checkpoints, early_exit, exit_accuracy, grading, sandbox)]
+
+
+def exit_code_version() -> str:
+    """Checksum of the code behind exit accuracy: a change invalidates stored results."""
+    return sha256_text(*(path.read_text() for path in exit_code_modules()))[:16]
+
+
+def _exit_items(ws: Workspace, workload: WorkloadEntry, settings: ExitSweepSettings) -> tuple[list, str]:
+    from eexit_core.grading import graded_items
+    from eexit_core.workloads import load_prompts
+
+    if workload.grader == "none":
+        raise ValueError(f"workload {workload.workload_id!r} has no grader; exit accuracy needs a graded workload")
+    prompts = load_prompts(workload, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads",
+                           n_prompts=settings.items_needed(workload.grader))
+    items = graded_items(prompts, workload.grader)
+    return items, sha256_text(*(f"{i.prompt_id}\x00{i.prompt}\x00{i.reference}" for i in items))
+
+
+def _exit_meta(ws: Workspace, model_id: str, workload: WorkloadEntry, items_checksum: str, settings: ExitSweepSettings) -> dict:
+    record = json.loads(_require(ws.checkpoint_record(model_id), "model_checkpoints", model_id).read_text())
+    return {
+        "partition": f"{model_id}|{workload.workload_id}",
+        "exit_code_version": exit_code_version(),
+        "model_checksum": record.get("checksum"),
+        "workload_checksum": items_checksum,
+        "seed": workload.seed,
+        "settings": json.dumps(asdict(settings), sort_keys=True),
+        "code_version": code_version(),
+    }
+
+
+def exit_accuracy_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: ExitSweepSettings) -> bool:
+    """True when stored exit accuracy came from the current checkpoint, items, code and settings."""
+    path = ws.partition_path(EXIT_ACCURACY, model_id, workload.workload_id)
+    if not (path.is_file() and ws.checkpoint_record(model_id).is_file()):
+        return False
+    stored = read_parquet_metadata(path)
+    try:
+        _, checksum = _exit_items(ws, workload, settings)
+    except (ValueError, FileNotFoundError):
+        return False
+    current = _exit_meta(ws, model_id, workload, checksum, settings)
+    return all(stored.get(k) == current[k] for k in ("exit_code_version", "model_checksum", "workload_checksum", "settings"))
+
+
+def build_exit_accuracy(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
+                        settings: ExitSweepSettings = ExitSweepSettings(), device: str = "cpu",
+                        progress=None) -> pl.DataFrame:
+    """Static exits, dynamic policies and the per-item oracle of one model on one graded
+    workload: the `exit_accuracy` summary and the per-item `exit_items` table."""
+    from eexit_core.exit_accuracy import evaluate_exits
+
+    items, checksum = _exit_items(ws, workload, settings)
+    checkpoint = read_checkpoint(ws, model.model_id)
+    lm, tokenizer = load_model(checkpoint, device=device)
+    per_item, summary = evaluate_exits(lm, tokenizer, items, settings, progress=progress or log.info, hidden_paths=(ws.root,))
+    meta = _exit_meta(ws, model.model_id, workload, checksum, settings)
+    keys = [pl.lit(model.model_id).alias("model_id"), pl.lit(workload.workload_id).alias("workload_id")]
+    provenance = _provenance_columns(meta)
+    by_id = {i.prompt_id: i for i in items}
+    per_item = per_item.with_columns(
+        *keys, *provenance,
+        pl.col("prompt_id").replace_strict({k: v.prompt for k, v in by_id.items()}, return_dtype=pl.String).alias("prompt"),
+        pl.col("prompt_id").replace_strict({k: v.reference for k, v in by_id.items()}, return_dtype=pl.String).alias("reference"),
+    ).select("model_id", "workload_id", pl.exclude("model_id", "workload_id"))
+    summary = summary.with_columns(*keys, pl.lit(workload.grader).alias("grader"), *provenance).select(
+        "model_id", "workload_id", pl.exclude("model_id", "workload_id"))
+    # items first: the summary's presence is what marks the partition done
+    write_parquet(per_item, ws.partition_path(EXIT_ITEMS, model.model_id, workload.workload_id), metadata=meta)
+    write_parquet(summary, ws.partition_path(EXIT_ACCURACY, model.model_id, workload.workload_id), metadata=meta)
+    return summary

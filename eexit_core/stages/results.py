@@ -1,0 +1,135 @@
+"""eas_scores: the step that owns the results store (EAS, the dimension tables, the exit tables)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import polars as pl
+
+from eexit_core import settings as settings_defaults, store
+from eexit_core.adaptability import eas_scores, eas_table  # noqa: F401  (eas_table re-exported)
+from eexit_core.exit_summary import ITEM_SCHEMA, SUMMARY_SCHEMA
+from eexit_core.registry import ModelRegistry, WorkloadRegistry
+from eexit_core.similarity import SIMILARITY_METRICS
+from eexit_core.stages.common import (
+    EXIT_ACCURACY,
+    EXIT_ITEMS,
+    LAYER_SIMILARITY,
+    MissingUpstreamError,
+    ORACLE_EXITS,
+    registries,
+    TOKEN_STATS,
+)
+from eexit_core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    alphas: tuple[float, ...] = settings_defaults.ALPHAS
+    metrics: tuple[str, ...] = SIMILARITY_METRICS
+    fallback_reference: str | None = None
+    tolerance: float = settings_defaults.TOLERANCE  # relative accuracy loss for the max skip ratio (exit_skip_bounds)
+    seed: int = 0  # bootstrap seed of the RQ1 intervals
+
+
+def _concat_partitions(ws: Workspace, asset: str, empty_schema: dict | None = None) -> pl.DataFrame:
+    """Every partition file of an asset in one frame (with `empty_schema` if there are none)."""
+    files = sorted((ws.artifacts_dir / asset).glob("*.parquet"))
+    if not files:
+        return pl.DataFrame(schema=empty_schema)
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+
+
+def compute_eas(similarity: pl.DataFrame, reference: str | None, settings: ScoreSettings) -> pl.DataFrame:
+    """EAS per model × workload × metric × alpha, the per-model 'ALL' rows, and relatives."""
+    return eas_scores(similarity, metrics=settings.metrics, alphas=settings.alphas, reference=reference,
+                      fallback_reference=settings.fallback_reference)
+
+
+def _models_table(ws: Workspace, models: ModelRegistry) -> pl.DataFrame:
+    rows = []
+    for entry in models.models:
+        record_path = ws.checkpoint_record(entry.model_id)
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        source = entry.source
+        rows.append({
+            "model_id": entry.model_id, "display_name": entry.display_name, "family": entry.family,
+            "architecture": entry.architecture, "arch_class": entry.arch_class,
+            "params_total": entry.params_total, "params_active": entry.params_active,
+            "n_layers": entry.n_layers, "d_model": entry.d_model, "vocab_size": entry.vocab_size,
+            "context_length": entry.context_length, "release_date": entry.release_date,
+            "generation": entry.generation, "training": entry.training,
+            "early_exit_tuned": entry.early_exit_tuned, "reference": entry.model_id == models.reference_model,
+            "embedded": entry.embedded, "source_kind": source.kind,
+            "quantization": getattr(source, "quantization", None), "license": entry.license,
+            "available": record.get("available"), "unavailable_reason": record.get("reason"),
+            "checksum": record.get("checksum"),
+        })
+    return pl.DataFrame(rows)
+
+
+def _workloads_table(ws: Workspace, workloads: WorkloadRegistry) -> pl.DataFrame:
+    rows = []
+    for entry in workloads.workloads:
+        path = ws.prompts_path(entry.workload_id)
+        n = pl.scan_parquet(path).select(pl.len()).collect().item() if path.is_file() else None
+        record_path = ws.prompts_record(entry.workload_id)
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        rows.append({
+            "workload_id": entry.workload_id, "domain": entry.domain, "source": entry.source.kind,
+            "source_detail": json.dumps(entry.source.model_dump(mode="json"), sort_keys=True),
+            "n_prompts": n, "grader": entry.grader, "max_tokens": entry.max_tokens, "seed": entry.seed,
+            "chat_template": entry.chat_template, "description": entry.description,
+            "available": record.get("available", path.is_file()), "unavailable_reason": record.get("reason"),
+        })
+    return pl.DataFrame(rows)
+
+
+ORACLE_SCHEMA = {
+    "model_id": pl.String, "workload_id": pl.String, "criterion": pl.String, "n_layers": pl.Int64,
+    "mean_exit_layer": pl.Float64, "skip_ratio": pl.Float64, "speedup_bound": pl.Float64,
+    "speedup_bound_with_check": pl.Float64, "check_cost_frac": pl.Float64, "n_tokens": pl.Int64,
+}
+
+EXIT_ACCURACY_SCHEMA = {"model_id": pl.String, "workload_id": pl.String, **SUMMARY_SCHEMA, "grader": pl.String}
+EXIT_ITEMS_SCHEMA = {"model_id": pl.String, "workload_id": pl.String, **ITEM_SCHEMA}
+
+
+def exit_tables(ws: Workspace, similarity: pl.DataFrame, settings: ScoreSettings) -> dict[str, pl.DataFrame]:
+    """Exit accuracy, its per-item rows, the max-skip table (RQ3) and RQ1's correlations."""
+    from eexit_core.predictiveness import similarity_accuracy_correlation, skip_table
+
+    accuracy = _concat_partitions(ws, EXIT_ACCURACY, EXIT_ACCURACY_SCHEMA)
+    items = _concat_partitions(ws, EXIT_ITEMS, EXIT_ITEMS_SCHEMA)
+    metrics = [m for m in settings.metrics if m in similarity.columns]
+    return {
+        "exit_accuracy": accuracy,
+        "exit_items": items,
+        "exit_skip_bounds": skip_table(accuracy, _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA), settings.tolerance, items),
+        "similarity_accuracy_correlation": similarity_accuracy_correlation(similarity, items, metrics, seed=settings.seed),
+    }
+
+
+def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings()) -> pl.DataFrame:
+    """Compute EAS from every layer_similarity partition and publish the results store."""
+    models, workloads = registries(ws)
+    similarity = _concat_partitions(ws, LAYER_SIMILARITY)
+    if similarity.is_empty():
+        raise MissingUpstreamError("no layer_similarity partitions yet: materialise layer_similarity first")
+    scores = compute_eas(similarity, models.reference_model, settings)
+    token_glob = ws.artifacts_dir / TOKEN_STATS / "*.parquet"
+    store.publish(
+        ws.results_db,
+        {
+            "models": _models_table(ws, models),
+            "workloads": _workloads_table(ws, workloads),
+            "prompts": _concat_partitions(ws, "prompts"),
+            "layer_similarity": similarity,
+            "oracle_exits": _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA),
+            "eas_scores": scores,
+            **exit_tables(ws, similarity, settings),
+        },
+        token_stats_glob=str(token_glob.relative_to(ws.root)) if any(token_glob.parent.glob("*.parquet")) else None,
+    )
+    return scores

@@ -1,0 +1,123 @@
+"""token_layer_stats [m × w]: per-token, per-layer lens stats, and the freshness of stored ones."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from eexit_core import settings as settings_defaults
+from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_parquet
+from eexit_core.checkpoints import load_model
+from eexit_core.lens import token_layer_stats
+from eexit_core.provenance import code_version, library_versions
+from eexit_core.registry import ModelEntry, WorkloadEntry
+from eexit_core.stages.checkpoint import read_checkpoint
+from eexit_core.stages.common import _require, TOKEN_STATS
+from eexit_core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class LensSettings:
+    top_k: int = settings_defaults.TOP_K
+    batch_size: int = settings_defaults.BATCH_SIZE
+    device: str = "cpu"
+    # None: every stat. Only cosines (logit_cos, logit_cos_raw, hidden_cos) switches the
+    # lens to d-space: much faster, but no oracle exits (they need top1_match).
+    stats: tuple[str, ...] | None = None
+    # "eager" | "compiled" | "kernel": how the vocabulary-wide stats run (lens.LENS_ENGINES)
+    engine: str = settings_defaults.LENS_ENGINE
+
+
+def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry, settings: LensSettings = LensSettings()) -> pl.DataFrame:
+    """Per-token, per-layer stats of one model on one workload, stored as Parquet."""
+    from eexit_core.workloads import render_texts
+
+    partition = f"{model.model_id}|{workload.workload_id}"
+    prompts_path = _require(ws.prompts_path(workload.workload_id), "workload_prompts", workload.workload_id)
+    prompts = pl.read_parquet(prompts_path)
+    if prompts.is_empty():
+        raise ValueError(f"workload {workload.workload_id!r} has no prompts")
+    checkpoint = read_checkpoint(ws, model.model_id)
+    lm, tokenizer = load_model(checkpoint, device=settings.device)
+    texts = render_texts(prompts, tokenizer, use_chat_template=workload.chat_template)
+    stats = token_layer_stats(
+        lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size,
+        max_tokens=workload.max_tokens, stats=settings.stats, engine=settings.engine,
+    )
+    prompt_ids = prompts["prompt_id"]
+    stats = stats.with_columns(
+        pl.lit(model.model_id).alias("model_id"),
+        pl.lit(workload.workload_id).alias("workload_id"),
+        prompt_ids.gather(stats["sample"]).alias("prompt_id"),
+    )
+    meta = {
+        "partition": partition,
+        "lens_version": lens_version(settings.engine),
+        "lens_engine": settings.engine,
+        "model_checksum": checkpoint.checksum,
+        "workload_checksum": read_parquet_metadata(prompts_path).get("checksum"),
+        "seed": workload.seed,
+        "max_tokens": workload.max_tokens,
+        "top_k": settings.top_k,
+        "stats": list(settings.stats) if settings.stats else None,
+        "code_version": code_version(),
+        "libraries": library_versions(),
+    }
+    write_parquet(stats, ws.partition_path(TOKEN_STATS, model.model_id, workload.workload_id), metadata=meta)
+    return stats
+
+
+def lens_modules(engine: str = settings_defaults.LENS_ENGINE) -> list[Path]:
+    """The code that turns a checkpoint and prompts into token stats: loading the model,
+    rendering the prompts, the exit head, the vocabulary-space and d-space lenses (and the
+    Triton kernel for stats it computed). `dvc.yaml`'s stats stage depends on the same files."""
+    from eexit_core import adapters, checkpoints, gram, lens, workloads
+
+    modules = [lens, adapters, gram, checkpoints, workloads]
+    if engine == "kernel":
+        from eexit_core import lens_kernel
+
+        modules.append(lens_kernel)
+    return [Path(m.__file__) for m in modules]
+
+
+def lens_version(engine: str = settings_defaults.LENS_ENGINE) -> str:
+    """Checksum of the code that computes token stats: a change invalidates stored stats."""
+    return sha256_text(*(path.read_text() for path in lens_modules(engine)))[:16]
+
+
+def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: LensSettings) -> bool:
+    """True when the stored stats were made from the current checkpoint, prompts and code."""
+    workload_id = workload.workload_id
+    path = ws.partition_path(TOKEN_STATS, model_id, workload_id)
+    record = ws.checkpoint_record(model_id)
+    prompts = ws.prompts_path(workload_id)
+    if not (path.is_file() and record.is_file() and prompts.is_file()):
+        return False
+    meta = read_parquet_metadata(path)
+    return (
+        meta.get("lens_version") == lens_version(settings.engine)
+        and meta.get("lens_engine", settings_defaults.LENS_ENGINE) == settings.engine
+        and meta.get("model_checksum") == json.loads(record.read_text()).get("checksum")
+        and meta.get("workload_checksum") == read_parquet_metadata(prompts).get("checksum")
+        and meta.get("top_k") == settings.top_k
+        and meta.get("stats") == (list(settings.stats) if settings.stats else None)
+        and meta.get("max_tokens") == workload.max_tokens
+    )
+
+
+def _provenance_columns(meta: dict) -> list[pl.Expr]:
+    return [
+        pl.lit(meta.get("code_version"), dtype=pl.String).alias("code_version"),
+        pl.lit(meta.get("model_checksum"), dtype=pl.String).alias("model_checksum"),
+        pl.lit(meta.get("workload_checksum"), dtype=pl.String).alias("workload_checksum"),
+        pl.lit(meta.get("seed"), dtype=pl.Int64).alias("seed"),
+    ]
+
+
+def _token_stats(ws: Workspace, model_id: str, workload_id: str) -> tuple[pl.DataFrame, dict]:
+    path = _require(ws.partition_path(TOKEN_STATS, model_id, workload_id), TOKEN_STATS, f"{model_id}|{workload_id}")
+    return pl.read_parquet(path), read_parquet_metadata(path)

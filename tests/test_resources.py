@@ -4,6 +4,8 @@ variables are read in one module, eexit_core/settings.py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from eexit_core import settings
@@ -23,7 +25,7 @@ def configs(monkeypatch):
     import assets.config
 
     def load(**variables: str):
-        for name in [n for n in __import__("os").environ if n.startswith("EEXIT_")]:
+        for name in [n for n in os.environ if n.startswith("EEXIT_")]:
             monkeypatch.delenv(name)
         for name, value in variables.items():
             monkeypatch.setenv(name, value)

@@ -35,6 +35,12 @@ class ExitHead:
     def n_layers(self) -> int:
         return len(self.blocks)
 
+    @property
+    def vocab_size(self) -> int | None:
+        """Rows of the head's weight (None for a head without one)."""
+        weight = getattr(self.lm_head, "weight", None)
+        return int(weight.shape[0]) if weight is not None else None
+
     def normed(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden if self.final_norm is None else self.final_norm(hidden)
 

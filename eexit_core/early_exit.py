@@ -21,7 +21,6 @@ exit rule governs.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -360,45 +359,98 @@ def _choice_ids(tokenizer, context: str, choices: Sequence[str]) -> tuple[list[i
     return context_ids, continuations
 
 
+@dataclass(frozen=True)
+class _ChoiceBatch:
+    """The positions that score each choice, one row per choice: the last context token,
+    then the choice's tokens but its last (right padding is causal-safe: a real position
+    never attends to a later pad). `targets[b, j]` is the token position (b, j) predicts."""
+
+    context_ids: list[int]
+    rows: torch.Tensor  # [n, width] token ids
+    real: torch.Tensor  # [n, width] bool: not padding
+    targets: torch.Tensor  # [n, width]
+
+    @classmethod
+    def build(cls, tokenizer, context: str, choices: Sequence[str], device) -> "_ChoiceBatch":
+        context_ids, continuations = _choice_ids(tokenizer, context, choices)
+        n, width = len(continuations), max(len(c) for c in continuations)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        rows = torch.full((n, width), pad, dtype=torch.long)
+        real = torch.zeros((n, width), dtype=torch.bool)
+        targets = torch.zeros((n, width), dtype=torch.long)
+        for b, continuation in enumerate(continuations):
+            rows[b, : len(continuation)] = torch.tensor([context_ids[-1], *continuation[:-1]])
+            real[b, : len(continuation)] = True
+            targets[b, : len(continuation)] = torch.tensor(continuation)
+        return cls(context_ids, rows.to(device), real.to(device), targets.to(device))
+
+    @property
+    def n(self) -> int:
+        return self.rows.shape[0]
+
+    def prefill(self, model: nn.Module, copies: int):
+        """The context minus its last token, run once at full depth, its cache repeated for
+        `copies` rows (every row shares the context, so one prefill serves them all)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
+        context = torch.tensor([self.context_ids[:-1]], device=self.rows.device)
+        model(input_ids=context, **_cache_kw(model, cache), use_cache=True, logits_to_keep=1)
+        if copies > 1:
+            cache.batch_repeat_interleave(copies)
+        return cache
+
+
+# Vocabulary-wide logits held at once when many positions go through the exit head:
+# 2^25 floats (128 MiB in float32; the float64 signal maths on them takes four times that).
+_LOGIT_BUDGET = 1 << 25
+
+
+def _rows_per_chunk(head: ExitHead) -> int:
+    return max(1, _LOGIT_BUDGET // (head.vocab_size or 1 << 18))
+
+
+def _head_target_logprobs(head: ExitHead, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) under the exit head for each row of `hidden` [N, d], float64 [N].
+
+    Rows go through the head together, in chunks of bounded size: with few rows the
+    product is bound by reading the V × d head (671 MB for a 262k vocabulary), so batching
+    every layer's positions reads it once instead of once per layer."""
+    chunk = _rows_per_chunk(head)
+    parts = [_target_logprobs(head.logits(hidden[i:i + chunk]), targets[i:i + chunk])
+             for i in range(0, hidden.shape[0], chunk)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=hidden.device)
+
+
 @torch.inference_mode()
 def choice_logprobs_by_layer(model: nn.Module, tokenizer, context: str, choices: Sequence[str],
                              head: ExitHead | None = None) -> torch.Tensor:
     """log P_l(choice | context) summed over the choice's tokens, for every exit layer:
-    float64 [n_choices, L], column l-1 = the layer-l exit head. One forward pass; only the
-    positions that predict choice tokens go through the exit head."""
+    float64 [n_choices, L], column l-1 = the layer-l exit head. The context is prefilled
+    once; one pass over the choices' positions; only those positions go through the exit
+    head, every layer's together."""
     head = head or resolve_exit_head(model)
-    context_ids, continuations = _choice_ids(tokenizer, context, choices)
-    rows = [context_ids + c for c in continuations]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    # (row, position) pairs that predict a choice token, and the token they predict
-    start = len(context_ids)
-    where = [(i, start - 1 + j) for i, c in enumerate(continuations) for j in range(len(c))]
-    targets = torch.tensor([t for c in continuations for t in c], device=device)
-    rows_index = torch.tensor([i for i, _ in where], device=device)
-    cols_index = torch.tensor([p for _, p in where], device=device)
+    batch = _ChoiceBatch.build(tokenizer, context, choices, device)
+    cache = batch.prefill(model, copies=batch.n)
     picked: list[torch.Tensor] = []
 
     def keep(_module, _inputs, output):
-        picked.append(_hidden_of(output)[rows_index, cols_index])
+        picked.append(_hidden_of(output)[batch.real])
 
     handles = [block.register_forward_hook(keep) for block in head.blocks]
     try:
-        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False, logits_to_keep=1)
+        model(input_ids=batch.rows, **_cache_kw(model, cache), use_cache=True, logits_to_keep=1)
     finally:
         for handle in handles:
             handle.remove()
     if len(picked) != head.n_layers:
         raise RuntimeError(f"captured {len(picked)} of {head.n_layers} blocks; the exit head's block list is wrong")
-    out = torch.zeros((len(choices), head.n_layers), dtype=torch.float64, device=device)
-    for layer, hidden in enumerate(picked):  # one layer at a time: P × V, never L × P × V
-        out[:, layer].index_add_(0, rows_index, _target_logprobs(head.logits(hidden), targets))
+    targets = batch.targets[batch.real]
+    per_position = _head_target_logprobs(head, torch.cat(picked), targets.repeat(head.n_layers))
+    choice_of = batch.real.nonzero()[:, 0]
+    out = torch.zeros((batch.n, head.n_layers), dtype=torch.float64, device=device)
+    out.index_add_(0, choice_of, per_position.view(head.n_layers, -1).t())
     return out.cpu()
 
 
@@ -429,61 +481,52 @@ def choice_logprobs_dynamic(model: nn.Module, tokenizer, context: str, choices: 
 @torch.inference_mode()
 def choice_logprobs_policies(model: nn.Module, tokenizer, context: str, choices: Sequence[str],
                              policies: Sequence[ExitPolicy | None], head: ExitHead | None = None) -> list[ChoiceScores]:
-    """`choice_logprobs_dynamic` under several policies, sharing one prefill.
+    """`choice_logprobs_dynamic` under several policies, in one forward pass.
 
     The context minus its last token is prefilled once at full depth (identical for
-    every policy). Then, per policy, the scored positions (the last context token and
-    every choice token but the last) of all choices run in one forward pass over a copy
-    of that cache, one row per choice, layer by layer: a position whose signal passes
-    after a candidate layer is frozen there, so every later block gets its exit state
-    as input (its keys and values come from the exit state: state propagation) and
-    passes it through unchanged. That is exactly token-by-token decoding with state
-    propagation (tested against it), in one pass. Exits here save no compute, so
-    `seconds` is not a realised per-token cost.
+    every policy and choice). The scored positions of every choice then run once per
+    policy, all policies side by side in one batch (policy g owns rows g·n .. g·n+n-1),
+    layer by layer: a position whose signal passes after one of its policy's candidate
+    layers is frozen there, so every later block gets its exit state as input (its keys
+    and values come from the exit state: state propagation) and passes it through
+    unchanged. That is exactly token-by-token decoding with state propagation (tested
+    against it, and against each policy run alone). Sharing the pass means each exit
+    head product reads the head's weights once for all policies. Exits here save no
+    compute, so `seconds` (the shared pass over the number of policies) is not a realised
+    per-token cost.
     """
-    from transformers import DynamicCache
-
     head = head or resolve_exit_head(model)
-    context_ids, continuations = _choice_ids(tokenizer, context, choices)
     device = next(model.parameters()).device
-    n = len(continuations)
-    width = max(len(c) for c in continuations)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # row b: the last context token, then choice b's tokens but its last; right padding is
-    # causal-safe (a real position never attends to a later pad)
-    rows = torch.full((n, width), pad, dtype=torch.long)
-    for b, continuation in enumerate(continuations):
-        rows[b, : len(continuation)] = torch.tensor([context_ids[-1], *continuation[:-1]])
-    real = torch.zeros((n, width), dtype=torch.bool)
-    targets = torch.zeros((n, width), dtype=torch.long)
-    for b, continuation in enumerate(continuations):
-        real[b, : len(continuation)] = True
-        targets[b, : len(continuation)] = torch.tensor(continuation)
-    real_on, targets = real.to(device), targets.to(device)
-    prefilled = DynamicCache(config=model.config)
-    context = torch.tensor([context_ids[:-1]] * n, device=device)
-    model(input_ids=context, **_cache_kw(model, prefilled), use_cache=True, logits_to_keep=1)
+    batch = _ChoiceBatch.build(tokenizer, context, choices, device)
+    n_groups = len(policies)
+    cache = batch.prefill(model, copies=batch.n * n_groups)
+    real = batch.real.repeat(n_groups, 1)
+    freezer = _FrozenRows(head, policies, batch.n, real)
+    started = time.perf_counter()
+    with _patched(head.blocks, freezer.make):
+        model(input_ids=batch.rows.repeat(n_groups, 1), **_cache_kw(model, cache), use_cache=True, logits_to_keep=1)
+    assert freezer.final is not None
+    token_logp = torch.zeros(real.shape, dtype=torch.float64, device=device)
+    token_logp[real] = _head_target_logprobs(head, freezer.final[real], batch.targets.repeat(n_groups, 1)[real])
+    seconds = (time.perf_counter() - started) / n_groups
+    scores = token_logp.sum(-1).view(n_groups, batch.n)
     results = []
-    for policy in policies:
-        freezer = _FrozenRows(head, policy, (n, width), device)
-        started = time.perf_counter()
-        with _patched(head.blocks, freezer.make):
-            logits = model(input_ids=rows.to(device), **_cache_kw(model, copy.deepcopy(prefilled)), use_cache=True).logits
-        seconds = time.perf_counter() - started
-        token_logp = _target_logprobs(logits, targets).masked_fill(~real_on, 0.0)
-        scores = token_logp.sum(-1).tolist()
-        layers = freezer.exit_layer[real_on].tolist()
-        results.append(ChoiceScores(scores, [int(l) for l in layers], seconds))
+    for g in range(n_groups):
+        rows = slice(g * batch.n, (g + 1) * batch.n)
+        layers = freezer.exit_layer[rows][batch.real].tolist()
+        results.append(ChoiceScores(scores[g].tolist(), [int(l) for l in layers], seconds))
     return results
 
 
 class _FrozenRows:
-    """Per-position exits inside one multi-position forward pass (teacher forcing)."""
+    """Per-position exits inside one multi-position forward pass (teacher forcing), for
+    several policies at once: policy g governs rows g·n .. g·n+n-1."""
 
-    def __init__(self, head: ExitHead, policy: ExitPolicy | None, shape: tuple[int, int], device) -> None:
-        self.head, self.policy = head, policy
-        self.frozen = torch.zeros(shape, dtype=torch.bool, device=device)
-        self.exit_layer = torch.full(shape, head.n_layers, dtype=torch.long, device=device)
+    def __init__(self, head: ExitHead, policies: Sequence[ExitPolicy | None], n: int, real: torch.Tensor) -> None:
+        self.head, self.policies, self.n, self.real = head, list(policies), n, real
+        self.frozen = torch.zeros(real.shape, dtype=torch.bool, device=real.device)
+        self.exit_layer = torch.full(real.shape, head.n_layers, dtype=torch.long, device=real.device)
+        self.final: torch.Tensor | None = None  # the last block's output: what the model's head reads
 
     def make(self, i: int, original: BlockForward) -> BlockForward:
         layer = i + 1
@@ -491,14 +534,43 @@ class _FrozenRows:
         def forward(hidden_states: torch.Tensor, *args, **kwargs):
             out = original(hidden_states, *args, **kwargs)
             hidden = torch.where(self.frozen[..., None], hidden_states, _hidden_of(out))
-            policy = self.policy
-            if policy is not None and policy.candidate(layer, self.head.n_layers):
-                logits = None if policy.signal == "saturation" else self.head.logits(hidden)
-                values = signal_values(policy.signal, logits, hidden, hidden_states)
-                passes = (values <= policy.threshold) if policy.signal == "entropy" else (values >= policy.threshold)
-                newly = passes & ~self.frozen
-                self.exit_layer[newly] = layer
-                self.frozen |= newly
+            self._decide(layer, hidden, hidden_states)
+            if layer == self.head.n_layers:
+                self.final = hidden
             return _like(out, hidden)
 
         return forward
+
+    def _decide(self, layer: int, hidden: torch.Tensor, previous: torch.Tensor) -> None:
+        """Freeze the positions whose policy passes at this layer. The positions of every
+        policy that needs vocabulary logits here go through the head together."""
+        deciding = [(g, p) for g, p in enumerate(self.policies)
+                    if p is not None and p.candidate(layer, self.head.n_layers)]
+        if not deciding:
+            return
+        open_ = self.real & ~self.frozen
+        needs_logits = torch.zeros_like(open_)
+        for g, policy in deciding:
+            if policy.signal != "saturation":
+                needs_logits[g * self.n:(g + 1) * self.n] = open_[g * self.n:(g + 1) * self.n]
+        where = needs_logits.nonzero()
+        values = torch.full(open_.shape, math.nan, dtype=torch.float64, device=hidden.device)
+        chunk = _rows_per_chunk(self.head)
+        for start in range(0, where.shape[0], chunk):
+            at = where[start:start + chunk]
+            logits = self.head.logits(hidden[at[:, 0], at[:, 1]])
+            group_of = at[:, 0] // self.n
+            for g, policy in deciding:
+                mine = group_of == g
+                if policy.signal != "saturation" and bool(mine.any()):
+                    sel = at[mine]
+                    values[sel[:, 0], sel[:, 1]] = signal_values(policy.signal, logits[mine], hidden[sel[:, 0], sel[:, 1]],
+                                                                 previous[sel[:, 0], sel[:, 1]])
+        for g, policy in deciding:
+            rows = slice(g * self.n, (g + 1) * self.n)
+            if policy.signal == "saturation":
+                values[rows] = signal_values("saturation", None, hidden[rows], previous[rows])
+            passes = (values[rows] <= policy.threshold) if policy.signal == "entropy" else (values[rows] >= policy.threshold)
+            newly = passes & open_[rows]
+            self.exit_layer[rows][newly] = layer
+            self.frozen[rows] |= newly

@@ -22,12 +22,14 @@ from eexit_core.early_exit import (
     ExitPolicy,
     choice_logprobs_by_layer,
     choice_logprobs_dynamic,
+    choice_logprobs_policies,
     generate_dynamic,
     generate_static,
     truncated,
 )
 from tests.conftest import tiny_gemma3, tiny_llama
 from tests.reference import float64_exit_logits
+from tests.tolerance import Float32Tolerance, assert_arrays_within
 
 PROMPTS = ["the king was at sea and the", "def sum ( x , y ) : return"]
 
@@ -264,9 +266,10 @@ def test_choice_logprobs_by_layer_match_reference(models, tokenizer, family):
     context, choices = "question : is the sea love ? answer :", ["yes", "no", "the king"]
     got = choice_logprobs_by_layer(model, tokenizer, context, choices)
     want = reference_choice_logprobs(model, tokenizer, context, choices)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    tolerance = Float32Tolerance.for_model(model)
+    assert_arrays_within(tolerance, "choice_logprob", got, want)
     full = choice_logprobs_dynamic(model, tokenizer, context, choices, None)
-    torch.testing.assert_close(torch.tensor(full.logprobs, dtype=torch.float64), want[:, -1], atol=1e-4, rtol=1e-5)
+    assert_arrays_within(tolerance, "choice_logprob", full.logprobs, want[:, -1])
 
 
 @pytest.mark.parametrize("signal", ["max_prob", "entropy", "saturation"])
@@ -297,5 +300,25 @@ def test_dynamic_choice_scoring_matches_reference(models, tokenizer, signal):
             ids.append(target)
         want_scores.append(total)
     assert scores.exit_layers == want_exits
-    assert scores.logprobs == pytest.approx(want_scores, abs=1e-4)
+    assert_arrays_within(Float32Tolerance.for_model(model), "choice_logprob", scores.logprobs, want_scores)
     assert len(set(want_exits)) > 1 or signal == "saturation"
+
+
+def test_policies_scored_together_equal_each_policy_alone(models, tokenizer):
+    """One pass with every policy side by side gives each policy exactly what it gets alone:
+    the same exit layer for every position and the same log-likelihoods (two float32 runs
+    whose batches differ)."""
+    model = models["llama"]
+    L = resolve_exit_head(model).n_layers
+    checks = tuple(range(2, L))
+    policies = [None, *(ExitPolicy(s, _calibrated(model, tokenizer, s, checks), checks)
+                        for s in ("max_prob", "margin", "entropy", "saturation"))]
+    context, choices = "question : is the sea love ? answer :", ["the king was at sea", "no", "thou art"]
+    together = choice_logprobs_policies(model, tokenizer, context, choices, policies)
+    tolerance = Float32Tolerance.for_model(model, runs=2)
+    for policy, shared in zip(policies, together):
+        alone = choice_logprobs_dynamic(model, tokenizer, context, choices, policy)
+        assert shared.exit_layers == alone.exit_layers, policy
+        assert_arrays_within(tolerance, "choice_logprob", shared.logprobs, alone.logprobs)
+    exits = {tuple(s.exit_layers) for s in together}
+    assert len(exits) >= 3, "the policies must exit differently, or the test cannot tell them apart"

@@ -41,7 +41,11 @@ UNIT_ROUNDOFF_F32 = 2.0**-24
 SAFETY = 8.0  # λ above
 
 DISCRETE_STATS = ("top1_match", "topk_overlap")
-LOG_SPACE_STATS = ("kl_to_final", "entropy")  # compared relative to max(1, |reference|)
+# compared relative to max(1, |reference|). A choice's log-likelihood sums the log-probabilities
+# of its few tokens; each errs by `relative` times its own size, so the sum errs by at most
+# `relative` times (its size + its token count), which λ's margin covers for the one- to
+# five-token choices the tests score.
+LOG_SPACE_STATS = ("kl_to_final", "entropy", "choice_logprob")
 BOUNDED_STATS = ("logit_cos", "logit_cos_raw", "hidden_cos", "max_prob", "margin")
 
 

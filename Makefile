@@ -19,9 +19,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(PY) -m pipelines.run
 
-## the whole test suite (slow tests included, as in CI)
+## the whole test suite (slow tests included, as in CI); the ten slowest tests are listed,
+## so a log shows where the 10-minute budget goes
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 ## the suite without the slow tests
 test-fast: $(STAMP)

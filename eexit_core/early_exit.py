@@ -395,10 +395,21 @@ class _ChoiceBatch:
 
         cache = DynamicCache(config=model.config)
         context = torch.tensor([self.context_ids[:-1]], device=self.rows.device)
-        model(input_ids=context, **_cache_kw(model, cache), use_cache=True, logits_to_keep=1)
+        _run_body(model, context, cache)
         if copies > 1:
             cache.batch_repeat_interleave(copies)
         return cache
+
+
+def _run_body(model: nn.Module, input_ids: torch.Tensor, cache) -> None:
+    """The blocks (and their hooks) over `input_ids`, filling `cache`, without the model's
+    own LM head: choice scoring applies the exit head itself, to the positions it needs,
+    and a 262k-vocabulary head costs as much as the blocks of a small model."""
+    body = model.base_model
+    if body is model:  # no separate body: keep one position through the head
+        model(input_ids=input_ids, **_cache_kw(model, cache), use_cache=True, logits_to_keep=1)
+    else:
+        body(input_ids=input_ids, **_cache_kw(body, cache), use_cache=True)
 
 
 # Vocabulary-wide logits held at once when many positions go through the exit head:
@@ -440,7 +451,7 @@ def choice_logprobs_by_layer(model: nn.Module, tokenizer, context: str, choices:
 
     handles = [block.register_forward_hook(keep) for block in head.blocks]
     try:
-        model(input_ids=batch.rows, **_cache_kw(model, cache), use_cache=True, logits_to_keep=1)
+        _run_body(model, batch.rows, cache)
     finally:
         for handle in handles:
             handle.remove()
@@ -504,7 +515,7 @@ def choice_logprobs_policies(model: nn.Module, tokenizer, context: str, choices:
     freezer = _FrozenRows(head, policies, batch.n, real)
     started = time.perf_counter()
     with _patched(head.blocks, freezer.make):
-        model(input_ids=batch.rows.repeat(n_groups, 1), **_cache_kw(model, cache), use_cache=True, logits_to_keep=1)
+        _run_body(model, batch.rows.repeat(n_groups, 1), cache)
     assert freezer.final is not None
     token_logp = torch.zeros(real.shape, dtype=torch.float64, device=device)
     token_logp[real] = _head_target_logprobs(head, freezer.final[real], batch.targets.repeat(n_groups, 1)[real])

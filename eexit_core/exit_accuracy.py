@@ -81,18 +81,20 @@ class ExitSweepSettings:
     tolerance of the max skip ratio is applied later, to the stored results
     (`ScoreSettings.tolerance`), and is deliberately not here."""
 
-    # The CPU defaults keep `make run` near its budget on a 2-core machine with four
-    # multiple-choice workloads: 16 items separate SciQ / basic_skills / ARC-Easy full-depth
-    # accuracy from chance (one-sided binomial p < 0.05) on both embedded models.
+    # The CPU defaults keep `make run` within its budget on a 2-core machine. Scoring a
+    # choice item costs about a second, so 32 of them, which separate SciQ, basic_skills and
+    # ARC-Easy full-depth accuracy from chance (one-sided binomial p < 0.05) on both embedded
+    # models; decoding under a dynamic policy costs a vocabulary-wide product per candidate
+    # layer per token (batch of one), so one item per policy.
     n_items_generate: int | None = 4  # code / math items (None: all drawn prompts)
-    n_items_choice: int | None = 16  # multiple-choice items
-    n_dynamic_generate: int | None = 2  # code / math items each dynamic policy decodes (batch of one)
+    n_items_choice: int | None = 32  # multiple-choice items
+    n_dynamic_generate: int | None = 1  # code / math items each dynamic policy decodes (batch of one)
     n_dynamic_choice: int | None = 8  # multiple-choice items each dynamic policy scores (None: all)
     static_points: int | None = 4  # static exit layers for generation, strided up to L (None: all)
     # a dynamic policy may exit after these strided layers below L (None: any layer); on
     # a 262k vocabulary each check of a probability signal costs more than a block
     check_points: int | None = 4
-    max_new_tokens: int = 48
+    max_new_tokens: int = 32  # enough to time decoding; short of most HumanEval bodies (full(): 384)
     batch_size: int = settings.BATCH_SIZE
     generation_policies: tuple[tuple[str, tuple[float, ...]], ...] = GENERATION_POLICIES
     choice_policies: tuple[tuple[str, tuple[float, ...]], ...] = CHOICE_POLICIES

@@ -8,8 +8,8 @@ import dagster as dg
 from pydantic import Field
 
 from eexit_core import settings
-from eexit_core.exit_accuracy import ExitSweepSettings
-from eexit_core.lens import LENS_ENGINES
+from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
+from eexit_core.lens.engine import LENS_ENGINES
 from eexit_core.settings import Environment
 from eexit_core.stages import LensSettings, ScoreSettings
 

@@ -1,13 +1,15 @@
 import dagster as dg
 import polars as pl
 
-from eexit_core import checks, store
-from eexit_core.stages import build_eas_scores, eas_table
 from assets.config import ScoresConfig
 from assets.resources import EexitResource
+from eexit_core.analysis import checks
+from eexit_core.stages import build_eas_scores, eas_table
+from eexit_core.storage import store
 
 
-@dg.asset(group_name="results", kinds={"duckdb"}, deps=["layer_similarity", "oracle_exits", "exit_accuracy", "model_checkpoints", "workload_prompts"])
+@dg.asset(group_name="results", kinds={"duckdb"},
+          deps=["layer_similarity", "oracle_exits", "exit_accuracy", "model_checkpoints", "workload_prompts"])
 def eas_scores(eexit: EexitResource, config: ScoresConfig) -> dg.MaterializeResult:
     """EAS per model × workload × metric × alpha (and per model); publishes the results store."""
     scores = build_eas_scores(eexit.workspace, config.score_settings())
@@ -16,7 +18,8 @@ def eas_scores(eexit: EexitResource, config: ScoresConfig) -> dg.MaterializeResu
         metadata={
             "rows": scores.height,
             "results_db": dg.MetadataValue.path(str(eexit.workspace.results_db)),
-            "eas_logit_cos_alpha_0.5": dg.MetadataValue.md(_markdown(table.select("model_id", "workload_id", "logit_cos", "eas_ideal", "eas_relative"))),
+            "eas_logit_cos_alpha_0.5": dg.MetadataValue.md(
+                _markdown(table.select("model_id", "workload_id", "logit_cos", "eas_ideal", "eas_relative"))),
         }
     )
 

@@ -1,12 +1,11 @@
 import dagster as dg
-
-from eexit_core import checks
 import polars as pl
 
 from assets.config import ExitAccuracyConfig
-from eexit_core.stages import EXIT_ACCURACY, build_exit_accuracy, exit_accuracy_fresh, registries
 from assets.partitions import model_graded_partitions, upstream_by_dimension
 from assets.resources import EexitResource
+from eexit_core.analysis import checks
+from eexit_core.stages import EXIT_ACCURACY, build_exit_accuracy, exit_accuracy_fresh, registries
 
 _UPSTREAM = upstream_by_dimension(model="model_checkpoints")
 

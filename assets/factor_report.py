@@ -1,7 +1,7 @@
 import dagster as dg
 
-from eexit_core.report import build_report
 from assets.resources import EexitResource
+from eexit_core.report.factor_report import build_report
 
 
 @dg.asset(group_name="results", kinds={"markdown"}, deps=["eas_scores"])

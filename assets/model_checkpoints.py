@@ -1,8 +1,8 @@
 import dagster as dg
 
-from eexit_core.stages import build_model_checkpoint, registries
 from assets.partitions import model_partitions
 from assets.resources import EexitResource
+from eexit_core.stages import build_model_checkpoint, registries
 
 
 @dg.asset(partitions_def=model_partitions, group_name="inputs", kinds={"pytorch"})

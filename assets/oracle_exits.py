@@ -1,9 +1,9 @@
 import dagster as dg
 
-from eexit_core import checks
-from eexit_core.stages import build_oracle_exits, registries
 from assets.partitions import model_workload_partitions
 from assets.resources import EexitResource
+from eexit_core.analysis import checks
+from eexit_core.stages import build_oracle_exits, registries
 
 
 @dg.asset(

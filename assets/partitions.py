@@ -11,7 +11,7 @@ import dagster as dg
 
 from eexit_core.settings import Environment
 from eexit_core.stages import registries
-from eexit_core.workspace import Workspace
+from eexit_core.storage.workspace import Workspace
 
 
 def _chosen(variable: str, chosen: tuple[str, ...] | None, known: list[str]) -> list[str] | None:

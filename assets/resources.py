@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from eexit_core import settings
-from eexit_core.workspace import Workspace
+from eexit_core.storage.workspace import Workspace
 
 
 class EexitResource(dg.ConfigurableResource):

@@ -1,12 +1,10 @@
 import dagster as dg
-
 import polars as pl
 
 from assets.config import TokenStatsConfig
 from assets.partitions import model_workload_partitions, upstream_by_dimension
 from assets.resources import EexitResource
 from eexit_core.stages import TOKEN_STATS, build_token_layer_stats, registries, token_stats_fresh
-
 
 _UPSTREAM = upstream_by_dimension(model="model_checkpoints", workload="workload_prompts")
 

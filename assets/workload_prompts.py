@@ -1,8 +1,8 @@
 import dagster as dg
 
-from eexit_core.stages import build_workload_prompts, registries
 from assets.partitions import workload_partitions
 from assets.resources import EexitResource
+from eexit_core.stages import build_workload_prompts, registries
 
 
 @dg.asset(partitions_def=workload_partitions, group_name="inputs", kinds={"parquet"})

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from eexit_core import lens_kernel
+from eexit_core.lens import kernel as lens_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HOPPER = 90

@@ -2,7 +2,7 @@
 
 `output_hidden_states=True`, then for every layer a full-vocabulary fp32 logit lens with
 log-softmax over all tokens at once, KL to the final layer, top-1 / top-k agreement,
-cosines and confidence. Same definitions as eexit_core.lens (SPEC §1), none of its care.
+cosines and confidence. Same definitions as eexit_core.lens.engine (SPEC §1), none of its care.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-30)

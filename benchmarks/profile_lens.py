@@ -11,8 +11,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.run import CASES
-from eexit_core.adapters import resolve_exit_head
-from eexit_core.lens import EncodedBatch, capture_residuals, stats_for_tokens
+from eexit_core.lens.engine import EncodedBatch, capture_residuals, stats_for_tokens
+from eexit_core.models.adapters import resolve_exit_head
 
 
 def main() -> None:

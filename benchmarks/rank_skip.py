@@ -16,8 +16,8 @@ import argparse
 
 import torch
 
-from eexit_core import lens
-from eexit_core.adapters import resolve_exit_head
+from eexit_core.lens import engine as lens
+from eexit_core.models.adapters import resolve_exit_head
 
 PROMPTS = [
     "The capital of France is Paris, and the capital of Italy is",
@@ -48,9 +48,9 @@ def counted_tile_fraction(z: torch.Tensor, cand: torch.Tensor, top_k: int, block
 def model_rows(model_id: str, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exit-head logits of every non-final layer for the prompts' tokens, token-major
     [N·(L-1), V], and the logits of each token's final top-k tokens there [N·(L-1), k]."""
-    from eexit_core.checkpoints import load_model
+    from eexit_core.models.checkpoints import load_model
     from eexit_core.stages import build_model_checkpoint, registries
-    from eexit_core.workspace import Workspace
+    from eexit_core.storage.workspace import Workspace
 
     workspace = Workspace.default()
     models, _ = registries(workspace)

@@ -32,10 +32,10 @@ import torch
 
 from benchmarks.naive import naive_stats
 from benchmarks.reference import float64_head_lens, float64_lens
-from eexit_core.adapters import resolve_exit_head
-from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
-from eexit_core.lens import STAT_COLUMNS, EncodedBatch, capture_residuals, stats_for_tokens
-from eexit_core import lens_kernel
+from eexit_core.lens import kernel as lens_kernel
+from eexit_core.lens.engine import STAT_COLUMNS, EncodedBatch, capture_residuals, stats_for_tokens
+from eexit_core.lens.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
+from eexit_core.models.adapters import resolve_exit_head
 
 RESULTS = Path(__file__).resolve().parent / "results"
 H200_BF16_FLOPS = 790e12  # dense bf16 matrix products measured on the lent H200
@@ -90,9 +90,9 @@ def _llama(vocab: int, d: int, layers: int, ffn: int, heads: int, kv: int):
 
 def _embedded(model_id: str):
     def build(device: str, dtype: torch.dtype) -> torch.nn.Module:
-        from eexit_core.checkpoints import load_model
+        from eexit_core.models.checkpoints import load_model
         from eexit_core.stages import build_model_checkpoint, registries
-        from eexit_core.workspace import Workspace
+        from eexit_core.storage.workspace import Workspace
 
         ws = Workspace.default()
         models, _ = registries(ws)
@@ -275,7 +275,7 @@ def run_case(case: Case, device: str, batch: int, seq: int, repeats: int, fused:
                       forward_only_roofline_frac=result["forward_tok_s"] / (H200_BF16_FLOPS / _forward_flops_per_token(model, seq)))
         if "kernel_tok_s" in result:
             result["kernel_roofline_frac"] = result["kernel_tok_s"] / roofline
-    del model
+    model = None  # frees the weights before the next case (the closures above are done with them)
     if device == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -322,7 +322,8 @@ def _print(name: str, r: dict) -> None:
         line += f"  d-space {r['dspace_tok_s']:9.1f} ×{r['dspace_speedup']:.1f} (diff {r['dspace_max_abs_diff']:.1e})"
     if "engine_max_abs_diff_f64_head" in r:
         line += f"  (float64 head too: engine {r['engine_max_abs_diff_f64_head']:.1e})"
-    line += f"  peak {r['peak_mem_bytes'] / 2**20:.0f} MiB (naive {r['naive_peak_mem_bytes'] / 2**20:.0f}, fwd {r['forward_peak_mem_bytes'] / 2**20:.0f})"
+    mib = {k: r[k] / 2**20 for k in ("peak_mem_bytes", "naive_peak_mem_bytes", "forward_peak_mem_bytes")}
+    line += f"  peak {mib['peak_mem_bytes']:.0f} MiB (naive {mib['naive_peak_mem_bytes']:.0f}, fwd {mib['forward_peak_mem_bytes']:.0f})"
     if "fused_tok_s" in r:
         line += f"  fused {r['fused_tok_s']:9.1f} ×{r['fused_speedup']:.2f}"
     if "kernel_tok_s" in r:

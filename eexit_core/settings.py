@@ -86,6 +86,17 @@ class Environment:
         )
 
 
+SANDBOX_OS_LAYERS = "EEXIT_SANDBOX_OS_LAYERS"
+
+
+def sandbox_os_layers(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the sandbox adds its namespace and uid layers (`EEXIT_SANDBOX_OS_LAYERS=0`
+    switches them off, e.g. to test the audit hook alone). Read at each sandboxed run, not
+    when the code location loads, because it concerns one process tree, not the pipeline."""
+    env = os.environ if environ is None else environ
+    return env.get(SANDBOX_OS_LAYERS, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _ids(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
     raw = env.get(name)
     chosen = tuple(x.strip() for x in raw.split(",") if x.strip()) if raw else ()

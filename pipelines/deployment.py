@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.resources import EexitResource
 from eexit_core.settings import Environment
-from eexit_core.workspace import Workspace
+from eexit_core.storage.workspace import Workspace
 
 
 def eexit_resource(env: Environment) -> EexitResource:

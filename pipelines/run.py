@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from eexit_core.workspace import Workspace
+from eexit_core.storage.workspace import Workspace
 
 STAGES = ("prompts", "checkpoints", "stats", "exits", "results")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers.utils import logging as hf_logging
 
-    from eexit_core import stages
     from assets.partitions import graded_workload_partitions, model_partitions, model_workload_key, workload_partitions
+    from eexit_core import stages
 
     hf_logging.disable_progress_bar()
     ws = Workspace.default()
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for model_id in models if per_partition else []:
         for workload_id in workloads:
             selection, note = list(per_partition), ""
-            if "token_layer_stats" in selection and not args.force and stages.token_stats_fresh(ws, model_id, workload_registry.get(workload_id), settings):
+            workload = workload_registry.get(workload_id)
+            if "token_layer_stats" in selection and not args.force and stages.token_stats_fresh(ws, model_id, workload, settings):
                 selection.remove("token_layer_stats")
                 note = " (stats fresh)"
             if not selection:
@@ -177,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[str], workload_registry, *, force: bool) -> None:
-    from eexit_core import stages
     from assets.partitions import model_workload_key
+    from eexit_core import stages
 
     for asset in (stages.EXIT_ACCURACY, stages.EXIT_ITEMS):  # DVC expects the stage's outputs to exist
         (ws.artifacts_dir / asset).mkdir(parents=True, exist_ok=True)
@@ -201,26 +202,30 @@ def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[st
 def _print_scores(ws: Workspace) -> None:
     import polars as pl
 
-    from eexit_core import stages, store
+    from eexit_core import stages
+    from eexit_core.storage import store
 
     table = stages.eas_table(store.read_table(ws.results_db, "eas_scores"))
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, float_precision=3, tbl_hide_dataframe_shape=True):
         print("\nEAS at α = 0.5 under each similarity metric (logit_cos is the default)\n")
         print(table)
-    bounds = store.query(ws.results_db, """
-        select model_id, workload_id, n_items, full_accuracy, chance_accuracy, above_chance_p, max_skip_ratio,
-               oracle_item_skip_ratio, token_oracle_speedup, note from exit_skip_bounds order by all""") if _has_table(ws, "exit_skip_bounds") else None
+    bounds = None
+    if _has_table(ws, "exit_skip_bounds"):
+        bounds = store.query(ws.results_db, """
+            select model_id, workload_id, n_items, full_accuracy, chance_accuracy, above_chance_p, max_skip_ratio,
+                   oracle_item_skip_ratio, token_oracle_speedup, note from exit_skip_bounds order by all""")
     if bounds is not None and bounds.height:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, float_precision=3, tbl_hide_dataframe_shape=True,
                        fmt_str_lengths=60):
             print("\nTask accuracy under early exit: max skip ratio within the tolerance (exit_skip_bounds)\n")
             print(bounds)
-    print(f"\nresults: {ws.results_db.relative_to(ws.root)} (try: duckdb {ws.results_db.relative_to(ws.root)} \"select * from eas_scores\")")
+    results_db = ws.results_db.relative_to(ws.root)
+    print(f"\nresults: {results_db} (try: duckdb {results_db} \"select * from eas_scores\")")
     print(f"report:  {(ws.reports_dir / 'factor_report.md').relative_to(ws.root)}")
 
 
 def _has_table(ws: Workspace, name: str) -> bool:
-    from eexit_core import store
+    from eexit_core.storage import store
 
     found = store.query(ws.results_db, f"select count(*) as n from information_schema.tables where table_name = '{name}'")
     return bool(found["n"][0])

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eexit_core.adaptability import eas, eas_ideal, skip_weights
+from eexit_core.analysis.adaptability import eas, eas_ideal, skip_weights
 
 
 def test_skip_weights():
@@ -104,7 +104,7 @@ def _similarity_rows() -> pl.DataFrame:
 
 
 def test_eas_scores_closed_forms_all_rows_and_relatives():
-    from eexit_core.adaptability import eas_scores
+    from eexit_core.analysis.adaptability import eas_scores
 
     scores = eas_scores(_similarity_rows(), metrics=["logit_cos"], alphas=[0.5], reference="a")
     got = {(r["model_id"], r["workload_id"]): r for r in scores.iter_rows(named=True)}
@@ -121,7 +121,7 @@ def test_eas_scores_closed_forms_all_rows_and_relatives():
 
 
 def test_eas_scores_reference_fallback_and_none():
-    from eexit_core.adaptability import eas_scores
+    from eexit_core.analysis.adaptability import eas_scores
 
     fallback = eas_scores(_similarity_rows(), metrics=["logit_cos"], alphas=[0.5], reference="llama-2-7b", fallback_reference="b")
     assert set(fallback["relative_to"]) == {"b"}
@@ -130,7 +130,7 @@ def test_eas_scores_reference_fallback_and_none():
 
 
 def test_eas_table_pivots_one_alpha_one_column_per_metric():
-    from eexit_core.adaptability import eas_scores, eas_table
+    from eexit_core.analysis.adaptability import eas_scores, eas_table
 
     scores = eas_scores(_similarity_rows(), metrics=["logit_cos", "hidden_cos"], alphas=[0.25, 0.5], reference="a")
     table = eas_table(scores, alpha=0.5)

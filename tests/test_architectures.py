@@ -3,7 +3,7 @@
 For each family below a tiny random-initialised model is built locally (no hub), the lens
 is run on it, and every stat is checked, per token and per layer, against a float64
 reference that applies the model's own final norm and head to each block's output. The
-reference does not use `eexit_core.adapters`: the `FAMILIES` table below says, for each
+reference does not use `eexit_core.models.adapters`: the `FAMILIES` table below says, for each
 family, where the blocks, the final norm (and any projection after it) and the head are,
 and whether the model soft-caps or scales its final logits; block outputs are captured
 with the test's own forward hooks.
@@ -31,7 +31,7 @@ import pytest
 import torch
 import transformers
 
-from eexit_core.lens import STAT_COLUMNS, token_layer_stats
+from eexit_core.lens.engine import STAT_COLUMNS, token_layer_stats
 from tests.conftest import TEXTS, build_tokenizer, sharpen
 from tests.reference import float64_exit_logits, reference_stats
 from tests.tolerance import Float32Tolerance, assert_within

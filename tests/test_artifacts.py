@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from eexit_core.artifacts import atomic_dir, atomic_path, read_parquet_metadata, sha256_file, write_parquet
+from eexit_core.storage.artifacts import atomic_dir, atomic_path, read_parquet_metadata, sha256_file, write_parquet
 
 
 def test_interrupted_write_leaves_old_file(tmp_path):

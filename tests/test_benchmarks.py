@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from benchmarks import run as bench
-from eexit_core.lens import stats_for_tokens
+from eexit_core.lens.engine import stats_for_tokens
 
 
 def test_tiny_case_reports_every_key(tmp_path, monkeypatch):

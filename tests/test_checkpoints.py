@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eexit_core.checkpoints import ChecksumError, ModelUnavailableError, prepare_checkpoint
+from eexit_core.models.checkpoints import ChecksumError, ModelUnavailableError, prepare_checkpoint
 from eexit_core.registry import load_model_registry
 from tests.conftest import REPO
 

@@ -8,7 +8,7 @@ import math
 import polars as pl
 import pytest
 
-from eexit_core import checks
+from eexit_core.analysis import checks
 
 
 def _similarity(n_layers: int = 3, **override) -> pl.DataFrame:

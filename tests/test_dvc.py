@@ -50,7 +50,8 @@ def source_repo(tmp_path) -> Path:
     if not DVC.exists():
         pytest.skip("DVC is not installed: run `make setup`")
     src = tmp_path / "origin"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", "data", ".dagster", ".git", "__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info"))
+    ignore = shutil.ignore_patterns(".venv", "data", ".dagster", ".git", "__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info")
+    shutil.copytree(REPO, src, ignore=ignore)
     shutil.copytree(REPO / "data" / "registry", src / "data" / "registry")
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     _sh(["git", "init", "--quiet"], src, env)

@@ -17,8 +17,7 @@ import copy
 import pytest
 import torch
 
-from eexit_core.adapters import resolve_exit_head
-from eexit_core.early_exit import (
+from eexit_core.decoding.early_exit import (
     ExitPolicy,
     choice_logprobs_by_layer,
     choice_logprobs_dynamic,
@@ -27,6 +26,7 @@ from eexit_core.early_exit import (
     generate_static,
     truncated,
 )
+from eexit_core.models.adapters import resolve_exit_head
 from tests.conftest import tiny_gemma3, tiny_llama
 from tests.reference import float64_exit_logits
 from tests.tolerance import Float32Tolerance, assert_arrays_within

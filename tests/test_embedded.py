@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from eexit_core import eas, token_layer_stats
-from eexit_core.checkpoints import load_model
-from eexit_core.lens import STAT_COLUMNS
-from eexit_core.similarity import layer_means, similarity_curve
+from eexit_core.analysis.similarity import layer_means, similarity_curve
+from eexit_core.lens.engine import STAT_COLUMNS
+from eexit_core.models.checkpoints import load_model
 from eexit_core.stages import build_model_checkpoint, registries
-from eexit_core.workspace import Workspace
+from eexit_core.storage.workspace import Workspace
 from tests.reference import float64_exit_logits, reference_stats, run_and_capture
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_eas_on_three_short_prompts(embedded):
 def test_full_depth_exit_decoding_matches_transformers_generate(embedded):
     """Our decoding loops at full depth reproduce the model's own greedy `generate`, and a
     static exit below full depth changes the continuation (real weights, real tokenizer)."""
-    from eexit_core.early_exit import generate_dynamic, generate_static
+    from eexit_core.decoding.early_exit import generate_dynamic, generate_static
 
     _, model, tokenizer = embedded
     prompt = PROMPTS[1]
@@ -100,7 +100,7 @@ def test_full_depth_exit_decoding_matches_transformers_generate(embedded):
 
 
 def test_choice_logprobs_at_full_depth_match_the_model_logits(embedded):
-    from eexit_core.early_exit import choice_logprobs_by_layer
+    from eexit_core.decoding.early_exit import choice_logprobs_by_layer
 
     _, model, tokenizer = embedded
     context, choices = "Q: Is Paris the capital of France?\nA:", ["Yes", "No"]

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
-from eexit_core.exit_accuracy import (
+from eexit_core.analysis.predictiveness import similarity_accuracy_correlation, skip_table, spearman_rows
+from eexit_core.evaluation.exit_accuracy import (
     ITEM_SCHEMA,
     ExitSweepSettings,
     evaluate_exits,
@@ -21,8 +22,7 @@ from eexit_core.exit_accuracy import (
     strided_layers,
     summarise,
 )
-from eexit_core.grading import GradedItem
-from eexit_core.predictiveness import similarity_accuracy_correlation, skip_table, spearman_rows
+from eexit_core.evaluation.grading import GradedItem
 
 L = 4
 

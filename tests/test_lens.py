@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 import torch
 
-from eexit_core import lens
-from eexit_core.adapters import ExitHead, UnknownArchitectureError, register_adapter, resolve_exit_head
-from eexit_core.lens import STAT_COLUMNS, ExitHeadMismatchError, PromptTooLongError, token_layer_stats
+from eexit_core.lens import engine as lens
+from eexit_core.lens.engine import STAT_COLUMNS, ExitHeadMismatchError, PromptTooLongError, token_layer_stats
+from eexit_core.models.adapters import ExitHead, UnknownArchitectureError, register_adapter, resolve_exit_head
 from tests.conftest import TEXTS, tiny_llama
 from tests.reference import float64_exit_logits, reference_stats, run_and_capture
 from tests.tolerance import Float32Tolerance, assert_arrays_within, assert_within
@@ -190,7 +190,7 @@ def test_fusable_stats_equal_the_in_place_ones(llama, tokenizer, monkeypatch):
 
 def test_nonfinite_layer_is_flagged_not_averaged(tokenizer):
     """A NaN in one layer stops the partition with the layer named, instead of poisoning means."""
-    from eexit_core.lens import NonFiniteError
+    from eexit_core.lens.engine import NonFiniteError
 
     model = tiny_llama(len(tokenizer), seed=11)
 
@@ -237,7 +237,7 @@ def test_the_stats_fingerprint_covers_every_module_the_stats_run(llama, tokenize
     from pathlib import Path
 
     from eexit_core import stages
-    from eexit_core.workloads import PROMPT_SCHEMA, render_texts
+    from eexit_core.workloads.prompts import PROMPT_SCHEMA, render_texts
 
     core = Path(lens.__file__).parent
     executed: set[Path] = set()

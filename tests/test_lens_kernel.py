@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from eexit_core import lens
-from eexit_core.adapters import ExitHead, resolve_exit_head
+from eexit_core.lens import engine as lens
+from eexit_core.models.adapters import ExitHead, resolve_exit_head
 from tests.conftest import TEXTS, tiny_llama
-from tests.tolerance import Float32Tolerance, assert_arrays_within
 from tests.reference import reference_stats
+from tests.tolerance import Float32Tolerance, assert_arrays_within
 
 
 def _linear_head(vocab: int, d_model: int, generator: torch.Generator, layers: int, norm: bool = True) -> ExitHead:
@@ -97,7 +97,7 @@ def test_softcapped_heads_are_capped_in_the_epilogue():
 
 
 def test_rank_counting_skips_tiles_that_cannot_change_the_top_k_and_stays_exact_below_k():
-    from eexit_core.lens_kernel import kernel_layer_reductions
+    from eexit_core.lens.kernel import kernel_layer_reductions
 
     # small integers: every logit is exact in float32, so counts compare exactly with a
     # brute-force float64 count (ties included)

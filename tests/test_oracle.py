@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eexit_core.oracle import exit_check_cost, oracle_exit_layers, summarise
+from eexit_core.analysis.oracle import exit_check_cost, oracle_exit_layers, summarise
 
 
 def _stats(patterns: list[list[bool]]) -> pl.DataFrame:

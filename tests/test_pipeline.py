@@ -10,13 +10,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from eexit_core.exit_accuracy import ExitSweepSettings
+from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
 from tests.conftest import REPO, build_tokenizer, tiny_llama
 
 
@@ -195,7 +194,7 @@ def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
 def test_changing_the_lens_engine_recomputes_the_stats_with_the_same_numbers(tiny_workspace):
     """EEXIT_LENS_ENGINE=kernel (Triton's interpreter here): stats made by the eager engine
     are not fresh for it, the engine is recorded, and the scores do not move."""
-    from eexit_core.artifacts import read_parquet_metadata
+    from eexit_core.storage.artifacts import read_parquet_metadata
 
     db = tiny_workspace / "data" / "results.duckdb"
     if not db.exists():  # run alone (-k): the earlier tests have not filled the workspace

@@ -32,7 +32,7 @@ def test_adapter_example_registers(tokenizer):
     """The adapter snippet is valid code: run it against a class that has those attributes."""
     import torch
 
-    from eexit_core.adapters import resolve_exit_head
+    from eexit_core.models.adapters import resolve_exit_head
 
     snippet = _python_blocks("The Python API")[1]
     exec(compile(snippet, "README.md", "exec"), {})

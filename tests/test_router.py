@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 import torch
 
-from eexit_core.lens import token_layer_stats
-from eexit_core.similarity import layer_means
+from eexit_core.analysis.similarity import layer_means
+from eexit_core.lens.engine import token_layer_stats
 from tests.conftest import TEXTS, sharpen
 from tests.tolerance import Float32Tolerance, assert_arrays_within
 

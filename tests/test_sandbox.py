@@ -11,7 +11,6 @@ Most hostile samples run in three modes:
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import socket
@@ -24,8 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from eexit_core import sandbox
-from eexit_core.sandbox import SandboxLimits, humaneval_program, run_python, sandbox_report
+from eexit_core.evaluation.sandbox import SandboxLimits, humaneval_program, run_python, sandbox_report
+from eexit_core.evaluation.sandbox import supervisor as sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = SandboxLimits(timeout_s=3.0, cpu_s=3, memory_bytes=512 << 20)

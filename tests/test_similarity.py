@@ -8,8 +8,8 @@ import random
 import polars as pl
 import pytest
 
-from eexit_core.lens import STAT_COLUMNS
-from eexit_core.similarity import SIMILARITY_METRICS, layer_means, similarity_curve
+from eexit_core.analysis.similarity import SIMILARITY_METRICS, layer_means, similarity_curve
+from eexit_core.lens.engine import STAT_COLUMNS
 
 
 def _random_stats(n_tokens=7, n_layers=5, seed=0) -> pl.DataFrame:

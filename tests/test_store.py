@@ -6,7 +6,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from eexit_core import store
+from eexit_core.storage import store
 
 
 def test_publish_replaces_and_is_idempotent(tmp_path):
@@ -22,7 +22,8 @@ def test_failed_publish_keeps_the_old_tables(tmp_path):
     good = pl.DataFrame({"model_id": ["a"], "family": ["x"]})
     store.publish(db, {"models": good, "workloads": pl.DataFrame({"workload_id": ["w"]})})
     with pytest.raises(ValueError, match="duplicate keys"):
-        store.publish(db, {"workloads": pl.DataFrame({"workload_id": ["v"]}), "models": pl.DataFrame({"model_id": ["a", "a"], "family": ["x", "z"]})})
+        store.publish(db, {"workloads": pl.DataFrame({"workload_id": ["v"]}),
+                           "models": pl.DataFrame({"model_id": ["a", "a"], "family": ["x", "z"]})})
     assert store.read_table(db, "models").equals(good)
     assert store.read_table(db, "workloads")["workload_id"].to_list() == ["w"]
 

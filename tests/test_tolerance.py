@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from eexit_core.lens import STAT_COLUMNS, token_layer_stats
+from eexit_core.lens.engine import STAT_COLUMNS, token_layer_stats
 from tests.conftest import TEXTS
 from tests.test_lens import _key, brute_force
 from tests.tolerance import UNIT_ROUNDOFF_F32, Float32Tolerance, assert_within

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 
 from eexit_core.registry import WorkloadEntry, load_workload_registry
-from eexit_core import workloads
-from eexit_core.workloads import (
+from eexit_core.workloads import prompts as workloads
+from eexit_core.workloads.prompts import (
     PASSAGE_MAX_CHARS,
     PASSAGE_MIN_CHARS,
     PROMPT_SCHEMA,

@@ -1,6 +1,8 @@
-"""The pipeline's stages as plain functions, one module per asset: each reads its inputs
-from the workspace, computes, and writes its artifact atomically. Dagster assets (and
-notebooks) call these; every name below is importable from `eexit_core.stages`."""
+"""The pipeline's stages as plain functions, one module per asset.
+
+Each reads its inputs from the workspace, computes, and writes its artifact atomically.
+Dagster assets (and notebooks) call these; every name below is importable from
+`eexit_core.stages`."""
 
 from eexit_core.stages.checkpoint import build_model_checkpoint, read_checkpoint
 from eexit_core.stages.common import (

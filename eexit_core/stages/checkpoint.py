@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eexit_core.artifacts import write_json
-from eexit_core.checkpoints import Checkpoint, ModelUnavailableError, prepare_checkpoint
+from eexit_core.models.checkpoints import Checkpoint, ModelUnavailableError, prepare_checkpoint
 from eexit_core.registry import ModelEntry
 from eexit_core.stages.common import _require
-from eexit_core.workspace import Workspace
+from eexit_core.storage.artifacts import write_json
+from eexit_core.storage.workspace import Workspace
 
 
 def build_model_checkpoint(ws: Workspace, entry: ModelEntry, *, allow_download: bool = False) -> Checkpoint:
@@ -54,3 +54,16 @@ def read_checkpoint(ws: Workspace, model_id: str) -> Checkpoint:
     if not record.get("available"):
         raise ModelUnavailableError(record.get("reason", f"{model_id} is unavailable"))
     return Checkpoint(model_id, ws.root / record["path"], record["checksum"], record.get("quantization"))
+
+
+def load_registered_model(model_id: str, *, root: Path | str | None = None, device: str = "cpu",
+                          allow_download: bool = False):
+    """One call from a registry id to `(model, tokenizer)`: the checkpoint is prepared (and
+    recorded) as the `model_checkpoints` asset would, then loaded in eval mode."""
+    from eexit_core.models.checkpoints import load_model
+    from eexit_core.stages.common import registries
+
+    ws = Workspace(Path(root).resolve()) if root is not None else Workspace.default()
+    models, _ = registries(ws)
+    checkpoint = build_model_checkpoint(ws, models.get(model_id), allow_download=allow_download)
+    return load_model(checkpoint, device=device)

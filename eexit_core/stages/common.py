@@ -6,9 +6,8 @@ import logging
 from pathlib import Path
 
 from eexit_core.errors import EexitError
-from eexit_core.registry import load_model_registry, load_workload_registry, ModelRegistry, WorkloadRegistry
-from eexit_core.workspace import Workspace
-
+from eexit_core.registry import ModelRegistry, WorkloadRegistry, load_model_registry, load_workload_registry
+from eexit_core.storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

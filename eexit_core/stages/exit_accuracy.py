@@ -8,22 +8,25 @@ from pathlib import Path
 
 import polars as pl
 
-from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_parquet
-from eexit_core.checkpoints import load_model
-from eexit_core.exit_accuracy import ExitSweepSettings
-from eexit_core.provenance import code_version
+from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
+from eexit_core.models.checkpoints import load_model
 from eexit_core.registry import ModelEntry, WorkloadEntry
 from eexit_core.stages.checkpoint import read_checkpoint
-from eexit_core.stages.common import _require, EXIT_ACCURACY, EXIT_ITEMS, log
+from eexit_core.stages.common import EXIT_ACCURACY, EXIT_ITEMS, _require, log
 from eexit_core.stages.token_stats import _provenance_columns
-from eexit_core.workspace import Workspace
+from eexit_core.storage.artifacts import read_parquet_metadata, sha256_text, write_parquet
+from eexit_core.storage.provenance import code_version
+from eexit_core.storage.workspace import Workspace
 
 
 def exit_code_modules() -> list[Path]:
     """The code behind exit accuracy (`dvc.yaml`'s exits stage depends on the same files)."""
-    from eexit_core import adapters, checkpoints, early_exit, exit_accuracy, grading, sandbox
+    from eexit_core.decoding import early_exit
+    from eexit_core.evaluation import exit_accuracy, grading
+    from eexit_core.evaluation.sandbox import child, probe, supervisor
+    from eexit_core.models import adapters, checkpoints
 
-    return [Path(m.__file__) for m in (adapters, checkpoints, early_exit, exit_accuracy, grading, sandbox)]
+    return [Path(m.__file__) for m in (adapters, checkpoints, early_exit, exit_accuracy, grading, supervisor, child, probe)]
 
 
 def exit_code_version() -> str:
@@ -32,8 +35,8 @@ def exit_code_version() -> str:
 
 
 def _exit_items(ws: Workspace, workload: WorkloadEntry, settings: ExitSweepSettings) -> tuple[list, str]:
-    from eexit_core.grading import graded_items
-    from eexit_core.workloads import load_prompts
+    from eexit_core.evaluation.grading import graded_items
+    from eexit_core.workloads.prompts import load_prompts
 
     if workload.grader == "none":
         raise ValueError(f"workload {workload.workload_id!r} has no grader; exit accuracy needs a graded workload")
@@ -75,7 +78,7 @@ def build_exit_accuracy(ws: Workspace, model: ModelEntry, workload: WorkloadEntr
                         progress=None) -> pl.DataFrame:
     """Static exits, dynamic policies and the per-item oracle of one model on one graded
     workload: the `exit_accuracy` summary and the per-item `exit_items` table."""
-    from eexit_core.exit_accuracy import evaluate_exits
+    from eexit_core.evaluation.exit_accuracy import evaluate_exits
 
     items, checksum = _exit_items(ws, workload, settings)
     checkpoint = read_checkpoint(ws, model.model_id)

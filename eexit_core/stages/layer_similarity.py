@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from eexit_core.artifacts import write_parquet
-from eexit_core.schema import STAT_COLUMNS
-from eexit_core.similarity import layer_means
+from eexit_core.analysis.similarity import layer_means
 from eexit_core.stages.common import LAYER_SIMILARITY
 from eexit_core.stages.token_stats import _provenance_columns, _token_stats
-from eexit_core.workspace import Workspace
+from eexit_core.storage.artifacts import write_parquet
+from eexit_core.storage.schema import STAT_COLUMNS
+from eexit_core.storage.workspace import Workspace
 
 
 def build_layer_similarity(ws: Workspace, model_id: str, workload_id: str) -> pl.DataFrame:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from eexit_core import oracle
-from eexit_core.artifacts import write_parquet
+from eexit_core.analysis import oracle
 from eexit_core.registry import ModelEntry
 from eexit_core.stages.common import ORACLE_EXITS
 from eexit_core.stages.token_stats import _provenance_columns, _token_stats
-from eexit_core.workspace import Workspace
+from eexit_core.storage.artifacts import write_parquet
+from eexit_core.storage.workspace import Workspace
 
 
 def build_oracle_exits(ws: Workspace, model: ModelEntry, workload_id: str, *, tied_embeddings: bool = True) -> pl.DataFrame:

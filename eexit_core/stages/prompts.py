@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import polars as pl
 
-from eexit_core.artifacts import sha256_text, write_json, write_parquet
-from eexit_core.provenance import code_version
 from eexit_core.registry import WorkloadEntry
-from eexit_core.workspace import Workspace
+from eexit_core.storage.artifacts import sha256_text, write_json, write_parquet
+from eexit_core.storage.provenance import code_version
+from eexit_core.storage.workspace import Workspace
 
 
 def build_workload_prompts(ws: Workspace, entry: WorkloadEntry, n_prompts: int | None = None) -> pl.DataFrame:
     """Draw the workload's prompts from its packaged source and store them; a source that is
     not installed is recorded (with the command that installs it) and re-raised."""
-    from eexit_core.workloads import SourceUnavailableError, load_prompts
+    from eexit_core.workloads.prompts import SourceUnavailableError, load_prompts
 
     record = ws.prompts_record(entry.workload_id)
     try:

@@ -7,21 +7,22 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from eexit_core import settings as settings_defaults, store
-from eexit_core.adaptability import eas_scores, eas_table  # noqa: F401  (eas_table re-exported)
-from eexit_core.exit_summary import ITEM_SCHEMA, SUMMARY_SCHEMA
+from eexit_core import settings as settings_defaults
+from eexit_core.analysis.adaptability import eas_scores, eas_table  # noqa: F401  (eas_table re-exported)
+from eexit_core.analysis.exit_summary import ITEM_SCHEMA, SUMMARY_SCHEMA
+from eexit_core.analysis.similarity import SIMILARITY_METRICS
 from eexit_core.registry import ModelRegistry, WorkloadRegistry
-from eexit_core.similarity import SIMILARITY_METRICS
 from eexit_core.stages.common import (
     EXIT_ACCURACY,
     EXIT_ITEMS,
     LAYER_SIMILARITY,
-    MissingUpstreamError,
     ORACLE_EXITS,
-    registries,
     TOKEN_STATS,
+    MissingUpstreamError,
+    registries,
 )
-from eexit_core.workspace import Workspace
+from eexit_core.storage import store
+from eexit_core.storage.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ EXIT_ITEMS_SCHEMA = {"model_id": pl.String, "workload_id": pl.String, **ITEM_SCH
 
 def exit_tables(ws: Workspace, similarity: pl.DataFrame, settings: ScoreSettings) -> dict[str, pl.DataFrame]:
     """Exit accuracy, its per-item rows, the max-skip table (RQ3) and RQ1's correlations."""
-    from eexit_core.predictiveness import similarity_accuracy_correlation, skip_table
+    from eexit_core.analysis.predictiveness import similarity_accuracy_correlation, skip_table
 
     accuracy = _concat_partitions(ws, EXIT_ACCURACY, EXIT_ACCURACY_SCHEMA)
     items = _concat_partitions(ws, EXIT_ITEMS, EXIT_ITEMS_SCHEMA)

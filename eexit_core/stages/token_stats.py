@@ -9,14 +9,14 @@ from pathlib import Path
 import polars as pl
 
 from eexit_core import settings as settings_defaults
-from eexit_core.artifacts import read_parquet_metadata, sha256_text, write_parquet
-from eexit_core.checkpoints import load_model
-from eexit_core.lens import token_layer_stats
-from eexit_core.provenance import code_version, library_versions
+from eexit_core.lens.engine import token_layer_stats
+from eexit_core.models.checkpoints import load_model
 from eexit_core.registry import ModelEntry, WorkloadEntry
 from eexit_core.stages.checkpoint import read_checkpoint
-from eexit_core.stages.common import _require, TOKEN_STATS
-from eexit_core.workspace import Workspace
+from eexit_core.stages.common import TOKEN_STATS, _require
+from eexit_core.storage.artifacts import read_parquet_metadata, sha256_text, write_parquet
+from eexit_core.storage.provenance import code_version, library_versions
+from eexit_core.storage.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,10 @@ class LensSettings:
     engine: str = settings_defaults.LENS_ENGINE
 
 
-def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry, settings: LensSettings = LensSettings()) -> pl.DataFrame:
+def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
+                            settings: LensSettings = LensSettings()) -> pl.DataFrame:
     """Per-token, per-layer stats of one model on one workload, stored as Parquet."""
-    from eexit_core.workloads import render_texts
+    from eexit_core.workloads.prompts import render_texts
 
     partition = f"{model.model_id}|{workload.workload_id}"
     prompts_path = _require(ws.prompts_path(workload.workload_id), "workload_prompts", workload.workload_id)
@@ -74,11 +75,14 @@ def lens_modules(engine: str = settings_defaults.LENS_ENGINE) -> list[Path]:
     """The code that turns a checkpoint and prompts into token stats: loading the model,
     rendering the prompts, the exit head, the vocabulary-space and d-space lenses (and the
     Triton kernel for stats it computed). `dvc.yaml`'s stats stage depends on the same files."""
-    from eexit_core import adapters, checkpoints, gram, lens, workloads
+    from eexit_core.lens import engine as lens
+    from eexit_core.lens import gram
+    from eexit_core.models import adapters, checkpoints
+    from eexit_core.workloads import prompts as workloads
 
     modules = [lens, adapters, gram, checkpoints, workloads]
     if engine == "kernel":
-        from eexit_core import lens_kernel
+        from eexit_core.lens import kernel as lens_kernel
 
         modules.append(lens_kernel)
     return [Path(m.__file__) for m in modules]

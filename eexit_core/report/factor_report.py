@@ -12,10 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from eexit_core import store  # noqa: E402
-from eexit_core.artifacts import atomic_path, write_text  # noqa: E402
-from eexit_core.similarity import SIMILARITY_METRICS, similarity_curve  # noqa: E402
 from eexit_core import settings
+from eexit_core.analysis.similarity import SIMILARITY_METRICS, similarity_curve  # noqa: E402
+from eexit_core.storage import store  # noqa: E402
+from eexit_core.storage.artifacts import atomic_path, write_text  # noqa: E402
 
 DEFAULT_ALPHA = 0.5
 
@@ -196,7 +196,8 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
         sections += [
             "## Does similarity predict accuracy under early exit? (RQ1)",
             "Spearman's ρ between `S_l` and accuracy at static exit `l` over the evaluated layers of each model × "
-            "workload (`model|workload`), over every (workload, layer) point of a model, and pooled over models; the 95 % interval resamples items (1000 bootstrap draws, S_l held fixed). "
+            "workload (`model|workload`), over every (workload, layer) point of a model, and pooled over models; "
+            "the 95 % interval resamples items (1000 bootstrap draws, S_l held fixed). "
             "Workloads whose accuracy is the same at every evaluated layer (e.g. never solved) are left out "
             "(`n_workloads` counts those kept).",
             _md_table(correlation.select("scope", "metric", "spearman", "ci_low", "ci_high", "n_points", "n_workloads")

@@ -26,8 +26,8 @@ keeps the prompts already drawn.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import hashlib
+import importlib.util
 import json
 import os
 import re

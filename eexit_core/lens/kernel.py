@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from eexit_core.adapters import ExitHead
+from eexit_core.models.adapters import ExitHead
 
 try:  # an optional dependency: CUDA builds of torch ship it; CPU machines may not have it
     import triton

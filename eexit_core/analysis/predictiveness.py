@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 from scipy.stats import rankdata
 
-from eexit_core.exit_summary import NEVER_EXIT, ORACLE_ITEM, STATIC, max_skip_ratio
-from eexit_core.similarity import similarity_curve
 from eexit_core import settings
+from eexit_core.analysis.exit_summary import NEVER_EXIT, ORACLE_ITEM, STATIC, max_skip_ratio
+from eexit_core.analysis.similarity import similarity_curve
 
 POOLED = "pooled"
 
@@ -174,7 +174,8 @@ def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, toleranc
             **best,
             "token_oracle_skip_ratio": float(token["skip_ratio"][0]) if token.height else None,
             "token_oracle_speedup": float(token["speedup_bound"][0]) if token.height else None,
-            "token_oracle_speedup_with_check": float(token["speedup_bound_with_check"][0]) if token.height and "speedup_bound_with_check" in token.columns else None,
+            "token_oracle_speedup_with_check": (float(token["speedup_bound_with_check"][0])
+                                                if token.height and "speedup_bound_with_check" in token.columns else None),
             "chance_accuracy": chance, "above_chance_p": p_value, "note": note,
         })
     return pl.DataFrame(rows, schema=SKIP_SCHEMA)

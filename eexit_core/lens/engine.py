@@ -22,14 +22,13 @@ from torch import nn
 if TYPE_CHECKING:
     import polars as pl
 
-    from eexit_core.lens_kernel import KernelReductions
+    from eexit_core.lens.kernel import KernelReductions
 
-from eexit_core.errors import EexitError
-from eexit_core.adapters import ExitHead, resolve_exit_head, resolve_routers
-from eexit_core.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 from eexit_core import settings
-
-from eexit_core.schema import STAT_COLUMNS  # re-exported: part of the public API
+from eexit_core.errors import EexitError
+from eexit_core.lens.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
+from eexit_core.models.adapters import ExitHead, resolve_exit_head, resolve_routers
+from eexit_core.storage.schema import STAT_COLUMNS  # re-exported: part of the public API
 
 # A chunk's logits are capped near this many floats (128 MiB in float32). Narrower chunks
 # leave the exit head's matmul bound by reading its weights: gemma-3-270m (262k vocabulary)
@@ -303,7 +302,7 @@ def _stats_from_reductions(
 ) -> torch.Tensor:
     """Stats [R, S] from the fused kernel's per-row reductions (see `lens_kernel`), with
     each row's final-layer values repeated."""
-    from eexit_core import lens_kernel as k
+    from eexit_core.lens import kernel as k
 
     def per_row(key: str) -> torch.Tensor:
         return final[key].repeat_interleave(rows_per_token, dim=0)
@@ -328,7 +327,7 @@ def _stats_from_reductions(
 def _kernel_stats(head: ExitHead, residuals: torch.Tensor, final_logits: torch.Tensor, top_k: int, chunk: int) -> torch.Tensor:
     """`stats_for_tokens` through the fused Triton kernel: layers 1..L-1 of a token chunk
     in one launch, token-major; the last layer from the final row alone."""
-    from eexit_core.lens_kernel import kernel_layer_reductions
+    from eexit_core.lens.kernel import kernel_layer_reductions
 
     n_layers, n_tokens, d_model = residuals.shape
     inner = n_layers - 1
@@ -376,7 +375,7 @@ def stats_for_tokens(
     budget = chunk_floats or (_CHUNK_FLOATS if device.type == "cpu" else _CHUNK_FLOATS * 2)
     chunk = max(1, min(n_tokens, budget // vocab))
     if fused == "kernel":
-        from eexit_core.lens_kernel import kernel_available
+        from eexit_core.lens.kernel import kernel_available
 
         if not kernel_available(head, device):
             raise ValueError("the fused lens kernel needs Triton, a CUDA device (or TRITON_INTERPRET=1) "
@@ -426,7 +425,7 @@ def check_exit_head(head: ExitHead, h_last: torch.Tensor, logits: torch.Tensor) 
         raise ExitHeadMismatchError(
             f"the exit head resolved for this model does not reproduce its output logits "
             f"(relative error {float(err):.2e}); register a correct adapter "
-            f"(see eexit_core.adapters.register_adapter)"
+            f"(see eexit_core.models.adapters.register_adapter)"
         )
 
 

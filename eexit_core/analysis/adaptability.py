@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from eexit_core.similarity import similarity_curve
+from eexit_core.analysis.similarity import similarity_curve
 
 
 def skip_weights(n_layers: int) -> np.ndarray:

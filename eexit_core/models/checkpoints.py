@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from eexit_core.errors import EexitError
-from eexit_core.artifacts import atomic_dir, sha256_file
 from eexit_core.registry import GgufPackageSource, HubSource, LocalSource, ModelEntry
+from eexit_core.storage.artifacts import atomic_dir, sha256_file
 
 MANIFEST = "eexit_checkpoint.json"
 
@@ -146,7 +146,7 @@ def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, 
 
 def _folder_checksum(path: Path) -> str:
     """Checksum over a folder's config and weight index (cheap; weights may be huge)."""
-    from eexit_core.artifacts import sha256_text
+    from eexit_core.storage.artifacts import sha256_text
 
     parts = [
         (path / name).read_text()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from eexit_core.adapters import ExitHead, resolve_exit_head
+from eexit_core.models.adapters import ExitHead, resolve_exit_head
 
 SIGNALS = ("max_prob", "margin", "entropy", "saturation")
 

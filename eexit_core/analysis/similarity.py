@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from eexit_core.schema import STAT_COLUMNS
+from eexit_core.storage.schema import STAT_COLUMNS
 
 # Stats that can serve as the similarity S_l behind EAS, and how each maps into [0, 1].
 SIMILARITY_METRICS: tuple[str, ...] = (

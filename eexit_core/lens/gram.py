@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from eexit_core.adapters import ExitHead
+from eexit_core.models.adapters import ExitHead
 
 DSPACE_STATS: tuple[str, ...] = ("logit_cos", "logit_cos_raw", "hidden_cos")
 
@@ -42,7 +42,8 @@ def gram_head(head: ExitHead, *, dtype: torch.dtype = torch.float32) -> GramHead
         raise ValueError("the d-space lens needs a linear exit head without logit soft-capping")
     linear: nn.Linear = head.lm_head  # type: ignore[assignment]
     weight = linear.weight.detach().to(torch.float64)
-    bias = linear.bias.detach().to(torch.float64) if linear.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64, device=weight.device)
+    bias = (linear.bias.detach().to(torch.float64) if linear.bias is not None
+            else torch.zeros(weight.shape[0], dtype=torch.float64, device=weight.device))
     augmented = torch.cat([weight, bias[:, None]], dim=1)  # [V, d+1]
     centred = augmented - augmented.mean(dim=0, keepdim=True)
     return GramHead(centred=(centred.T @ centred).to(dtype), raw=(augmented.T @ augmented).to(dtype))

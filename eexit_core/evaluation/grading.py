@@ -141,7 +141,7 @@ def grade_humaneval(item: GradedItem, completion: str, *, timeout_s: float = 10.
     Passing needs exit status 0 *and* a random token printed after the tests, so a
     completion that exits early with status 0 (`sys.exit(0)`) is not graded a pass.
     """
-    from eexit_core.sandbox import SandboxLimits, humaneval_program, run_python
+    from eexit_core.evaluation.sandbox import SandboxLimits, humaneval_program, run_python
 
     token = secrets.token_hex(16)
     program = humaneval_program(item.meta["prompt"], completion, item.meta["test"], item.meta["entry_point"])

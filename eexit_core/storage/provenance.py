@@ -11,7 +11,9 @@ from pathlib import Path
 @functools.cache
 def code_version(root: Path | None = None) -> str:
     """`git describe` of the checkout (with -dirty), else the package version."""
-    root = root or Path(__file__).resolve().parent.parent
+    from eexit_core.storage.workspace import REPOSITORY_ROOT
+
+    root = root or REPOSITORY_ROOT
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# the checkout this package runs from (eexit_core/storage/workspace.py -> the repository)
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
 
 def _default_root() -> Path:
     from eexit_core.settings import Environment
@@ -13,7 +16,7 @@ def _default_root() -> Path:
     if root is not None:
         return root
     # the repository root: the folder above this package, if it has our data folder
-    here = Path(__file__).resolve().parent.parent
+    here = REPOSITORY_ROOT
     return here if (here / "data" / "registry").is_dir() else Path.cwd()
 
 

@@ -30,11 +30,8 @@ from pathlib import Path
 import polars as pl
 from torch import nn
 
-from eexit_core import early_exit
-from eexit_core.adapters import resolve_exit_head
-from eexit_core.grading import GENERATIVE, GradedItem, choice_correct, grade_generation
 from eexit_core import settings
-from eexit_core.exit_summary import (  # noqa: F401  (re-exported: the summary maths lives there, torch-free)
+from eexit_core.analysis.exit_summary import (  # noqa: F401  (re-exported: the summary maths lives there, torch-free)
     ITEM_SCHEMA,
     NEVER_EXIT,
     ORACLE_ITEM,
@@ -45,6 +42,9 @@ from eexit_core.exit_summary import (  # noqa: F401  (re-exported: the summary m
     max_skip_ratio,
     summarise,
 )
+from eexit_core.decoding import early_exit
+from eexit_core.evaluation.grading import GENERATIVE, GradedItem, choice_correct, grade_generation
+from eexit_core.models.adapters import resolve_exit_head
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Early-exit decoding: static and dynamic exits, generation and multiple-choice scoring."""

@@ -1,0 +1,1 @@
+"""Models: where a model keeps its blocks and exit head (adapters), and its checkpoints."""

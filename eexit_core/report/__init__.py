@@ -1,0 +1,1 @@
+"""The factor report: Markdown and plots from the results store."""

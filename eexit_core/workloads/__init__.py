@@ -1,0 +1,1 @@
+"""Workloads: prompt sets rendered offline from the packages that ship them."""

@@ -1,3 +1,6 @@
+"""eas_scores and the results store: one computation publishes every store table in one
+transaction, so they are one multi-asset, a spec (and a check) per table."""
+
 import dagster as dg
 import polars as pl
 
@@ -7,30 +10,62 @@ from eexit_core.analysis import checks
 from eexit_core.stages import build_eas_scores, eas_table
 from eexit_core.storage import store
 
+_UPSTREAM = ["layer_similarity", "oracle_exits", "exit_accuracy", "model_checkpoints", "workload_prompts"]
 
-@dg.asset(group_name="results", kinds={"duckdb"},
-          deps=["layer_similarity", "oracle_exits", "exit_accuracy", "model_checkpoints", "workload_prompts"])
-def eas_scores(eexit: EexitResource, config: ScoresConfig) -> dg.MaterializeResult:
-    """EAS per model × workload × metric × alpha (and per model); publishes the results store."""
-    scores = build_eas_scores(eexit.workspace, config.score_settings())
+# the other tables of the store, as assets results_store/<table>
+STORE_TABLE_DESCRIPTIONS = {
+    "models": "Every registered model with its factor metadata and whether it ran (and why not)",
+    "workloads": "Every registered workload with its source, grader and whether its data was there",
+    "prompts": "The prompts of every workload, as the lens and the graders saw them",
+    "layer_similarity": "S_l per model × workload × layer under every similarity metric",
+    "oracle_exits": "Mean oracle exit layer and speedup bound per model × workload × criterion",
+    "exit_accuracy": "Task accuracy per exit rule (static layers, dynamic policies, per-item oracle)",
+    "exit_items": "Every graded item under every exit rule: output, correctness, layers used",
+    "exit_skip_bounds": "Max skip ratio within the accuracy tolerance, chance level and significance",
+    "similarity_accuracy_correlation": "RQ1: Spearman of S_l against accuracy under static exit, with bootstrap CIs",
+}
+STORE_TABLES = ("eas_scores", *STORE_TABLE_DESCRIPTIONS)
+
+
+def _key(table: str) -> dg.AssetKey:
+    return dg.AssetKey("eas_scores") if table == "eas_scores" else dg.AssetKey(["results_store", table])
+
+
+def _check_name(table: str) -> str:
+    return "eas_within_bounds" if table == "eas_scores" else f"{table}_rows_valid"
+
+
+_SPECS = [
+    dg.AssetSpec(_key("eas_scores"), group_name="results", kinds={"duckdb"}, deps=_UPSTREAM,
+                 description="EAS per model × workload × metric × alpha (and per model); publishes the results store"),
+    *(dg.AssetSpec(_key(table), group_name="results", kinds={"duckdb"}, deps=_UPSTREAM, description=description)
+      for table, description in STORE_TABLE_DESCRIPTIONS.items()),
+]
+_CHECKS = [dg.AssetCheckSpec(_check_name(table), asset=_key(table),
+                             description=(checks.STORE_TABLE_CHECKS[table].__doc__ or "").split("\n")[0] or f"{table} rows valid")
+           for table in STORE_TABLES]
+
+
+@dg.multi_asset(name="eas_scores", specs=_SPECS, check_specs=_CHECKS)
+def eas_scores(eexit: EexitResource, config: ScoresConfig):
+    """EAS per model × workload × metric × alpha, then every store table in one transaction;
+    each table is checked as it was stored."""
+    ws = eexit.workspace
+    scores = build_eas_scores(ws, config.score_settings())
     table = eas_table(scores)
-    return dg.MaterializeResult(
-        metadata={
-            "rows": scores.height,
-            "results_db": dg.MetadataValue.path(str(eexit.workspace.results_db)),
-            "eas_logit_cos_alpha_0.5": dg.MetadataValue.md(
-                _markdown(table.select("model_id", "workload_id", "logit_cos", "eas_ideal", "eas_relative"))),
-        }
-    )
+    for name in STORE_TABLES:
+        stored = store.read_table(ws.results_db, name)
+        metadata: dict = {"rows": stored.height, "results_db": dg.MetadataValue.path(str(ws.results_db))}
+        if name == "eas_scores":
+            metadata["eas_logit_cos_alpha_0.5"] = dg.MetadataValue.md(
+                _markdown(table.select("model_id", "workload_id", "logit_cos", "eas_ideal", "eas_relative")))
+        outcome = checks.STORE_TABLE_CHECKS[name](stored)
+        yield dg.MaterializeResult(asset_key=_key(name), metadata=metadata)
+        yield dg.AssetCheckResult(asset_key=_key(name), check_name=_check_name(name), passed=outcome.passed,
+                                  metadata=outcome.metadata)
 
 
 def _markdown(frame: pl.DataFrame) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join(lines)
-
-
-@dg.asset_check(asset=eas_scores, description="EAS finite and within [0, eas_ideal]; an ALL row per model")
-def eas_within_bounds(eexit: EexitResource) -> dg.AssetCheckResult:
-    outcome = checks.eas_in_range(store.read_table(eexit.workspace.results_db, "eas_scores"))
-    return dg.AssetCheckResult(passed=outcome.passed, metadata=outcome.metadata)

@@ -5,7 +5,14 @@ from assets.config import ExitAccuracyConfig
 from assets.partitions import model_graded_partitions, upstream_by_dimension
 from assets.resources import EexitResource
 from eexit_core.analysis import checks
-from eexit_core.stages import EXIT_ACCURACY, build_exit_accuracy, exit_accuracy_fresh, registries
+from eexit_core.stages import (
+    EXIT_ACCURACY,
+    build_exit_accuracy,
+    exit_accuracy_data_version,
+    exit_accuracy_fresh,
+    exit_code_version,
+    registries,
+)
 
 _UPSTREAM = upstream_by_dimension(model="model_checkpoints")
 
@@ -15,6 +22,7 @@ _UPSTREAM = upstream_by_dimension(model="model_checkpoints")
     group_name="measurements",
     kinds={"parquet", "pytorch"},
     deps=_UPSTREAM,
+    code_version=exit_code_version(),
     check_specs=[dg.AssetCheckSpec("exit_accuracy_in_range", asset="exit_accuracy",
                                    description="accuracy in [0, 1], layers used within 1..L, one full-depth row")],
 )
@@ -45,4 +53,5 @@ def exit_accuracy(context: dg.AssetExecutionContext, eexit: EexitResource, confi
         "full_depth_accuracy": float(full["accuracy"][0]) if full.height else None,
         "n_items": int(full["n_items"][0]) if full.height else 0,
         "recomputed": recomputed,
-    }, check_results=[dg.AssetCheckResult(check_name="exit_accuracy_in_range", passed=outcome.passed, metadata=outcome.metadata)])
+    }, data_version=dg.DataVersion(exit_accuracy_data_version(ws, model.model_id, workload.workload_id)),
+        check_results=[dg.AssetCheckResult(check_name="exit_accuracy_in_range", passed=outcome.passed, metadata=outcome.metadata)])

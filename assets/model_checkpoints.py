@@ -12,6 +12,7 @@ def model_checkpoints(context: dg.AssetExecutionContext, eexit: EexitResource) -
     entry = models.get(context.partition_key)
     checkpoint = build_model_checkpoint(eexit.workspace, entry, allow_download=eexit.allow_download)
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(checkpoint.checksum[:16]),
         metadata={
             "path": dg.MetadataValue.path(str(checkpoint.path)),
             "checksum": checkpoint.checksum,

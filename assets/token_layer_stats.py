@@ -4,7 +4,14 @@ import polars as pl
 from assets.config import TokenStatsConfig
 from assets.partitions import model_workload_partitions, upstream_by_dimension
 from assets.resources import EexitResource
-from eexit_core.stages import TOKEN_STATS, build_token_layer_stats, registries, token_stats_fresh
+from eexit_core.stages import (
+    TOKEN_STATS,
+    build_token_layer_stats,
+    lens_code_version,
+    registries,
+    token_stats_data_version,
+    token_stats_fresh,
+)
 
 _UPSTREAM = upstream_by_dimension(model="model_checkpoints", workload="workload_prompts")
 
@@ -14,6 +21,7 @@ _UPSTREAM = upstream_by_dimension(model="model_checkpoints", workload="workload_
     group_name="measurements",
     kinds={"parquet", "pytorch"},
     deps=_UPSTREAM,
+    code_version=lens_code_version(),
 )
 def token_layer_stats(context: dg.AssetExecutionContext, eexit: EexitResource, config: TokenStatsConfig) -> dg.MaterializeResult:
     """Per-token, per-layer lens stats of one model on one workload (README: "What is measured").
@@ -32,5 +40,6 @@ def token_layer_stats(context: dg.AssetExecutionContext, eexit: EexitResource, c
     rows, n_layers = pl.scan_parquet(ws.partition_path(TOKEN_STATS, model.model_id, workload.workload_id)).select(
         pl.len(), pl.col("layer").max()).collect().row(0)
     return dg.MaterializeResult(
-        metadata={"rows": rows, "n_tokens": rows // max(n_layers or 1, 1), "n_layers": n_layers or 0, "recomputed": recomputed}
+        metadata={"rows": rows, "n_tokens": rows // max(n_layers or 1, 1), "n_layers": n_layers or 0, "recomputed": recomputed},
+        data_version=dg.DataVersion(token_stats_data_version(ws, model.model_id, workload.workload_id)),
     )

@@ -3,6 +3,7 @@ import dagster as dg
 from assets.partitions import workload_partitions
 from assets.resources import EexitResource
 from eexit_core.stages import build_workload_prompts, registries
+from eexit_core.storage.artifacts import sha256_text
 
 
 @dg.asset(partitions_def=workload_partitions, group_name="inputs", kinds={"parquet"})
@@ -12,6 +13,7 @@ def workload_prompts(context: dg.AssetExecutionContext, eexit: EexitResource) ->
     entry = workloads.get(context.partition_key)
     prompts = build_workload_prompts(eexit.workspace, entry)
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(sha256_text(*prompts["text"].to_list())[:16]),
         metadata={
             "n_prompts": len(prompts),
             "domain": entry.domain,

@@ -25,11 +25,14 @@ import sys
 import time
 from pathlib import Path
 
+from assets.eas_scores import STORE_TABLES
 from eexit_core.storage.workspace import Workspace
 
 STAGES = ("prompts", "checkpoints", "stats", "exits", "results")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 _FORCEABLE = ("token_layer_stats", "exit_accuracy")  # assets whose Config has `force`
+# eas_scores and the store tables it publishes: one multi-asset, materialised together
+RESULTS_STORE_KEYS = ["eas_scores", *(f"results_store/{table}" for table in STORE_TABLES if table != "eas_scores")]
 
 
 def _instance(ws: Workspace):
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     if "results" in stages_to_run:
         print("eas_scores → factor_report", flush=True)
-        ok = runner.run(["eas_scores", "factor_report"], None, "results store and report")
+        ok = runner.run([*RESULTS_STORE_KEYS, "factor_report"], None, "results store and report")
         if ok:
             _print_scores(ws)
     if runner.problems:

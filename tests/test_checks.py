@@ -71,8 +71,61 @@ def test_each_check_is_attached_to_the_asset_it_checks():
 
     graph = defs.resolve_asset_graph()
     owners = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
+    store_tables = ["models", "workloads", "prompts", "layer_similarity", "oracle_exits", "exit_accuracy", "exit_items",
+                    "exit_skip_bounds", "similarity_accuracy_correlation"]
     assert owners == {
         "similarities_in_range": "layer_similarity", "exit_layers_in_range": "oracle_exits",
         "exit_accuracy_in_range": "exit_accuracy", "eas_within_bounds": "eas_scores",
+        **{f"{table}_rows_valid": f"results_store/{table}" for table in store_tables},
     }
     assert isinstance(defs, dg.Definitions)
+
+
+# --- the results store's tables -------------------------------------------------------------
+
+_MODELS = pl.DataFrame({"model_id": ["a", "b"], "available": [True, False], "checksum": ["abc", None],
+                        "unavailable_reason": [None, "pip install llm-b"]})
+_WORKLOADS = pl.DataFrame({"workload_id": ["w", "v"], "available": [True, False], "n_prompts": [4, None],
+                           "unavailable_reason": [None, "pip install --no-deps v"]})
+_ITEMS = pl.DataFrame({"model_id": ["m"] * 3, "workload_id": ["w"] * 3, "policy": ["static", "static", "max_prob>=0.9"],
+                       "exit_layer": [1, 2, 0], "prompt_id": ["p"] * 3, "correct": [False, True, True],
+                       "mean_layers": [1.0, 2.0, 1.5]})
+_BOUNDS = pl.DataFrame({"full_accuracy": [0.5], "max_skip_ratio": [0.25], "oracle_item_skip_ratio": [0.4], "chance_accuracy": [0.25],
+                        "above_chance_p": [0.01], "static_speedup": [1.3], "oracle_item_speedup": [1.6], "token_oracle_speedup": [1.2]})
+_CORRELATION = pl.DataFrame({"scope": ["POOLED", "POOLED"], "metric": ["logit_cos", "kl_to_final"], "spearman": [0.8, math.nan],
+                             "ci_low": [0.6, math.nan], "ci_high": [0.9, math.nan], "best": [True, False]})
+
+
+@pytest.mark.parametrize(("table", "good", "column", "bad_value"), [
+    ("models", _MODELS, "checksum", None),  # available without a checksum
+    ("models", _MODELS.reverse(), "unavailable_reason", None),  # unavailable without a reason
+    ("workloads", _WORKLOADS, "n_prompts", 0),
+    ("workloads", _WORKLOADS.reverse(), "unavailable_reason", None),
+    ("prompts", pl.DataFrame({"workload_id": ["w"], "prompt_id": ["p"], "text": ["hello"]}), "text", ""),
+    ("exit_items", _ITEMS, "correct", None),
+    ("exit_items", _ITEMS, "mean_layers", 3.0),  # a static row at layer 1 that used 3 layers
+    ("exit_skip_bounds", _BOUNDS, "max_skip_ratio", 1.5),
+    ("exit_skip_bounds", _BOUNDS, "token_oracle_speedup", 0.5),
+    ("similarity_accuracy_correlation", _CORRELATION, "spearman", 1.5),
+    ("similarity_accuracy_correlation", _CORRELATION, "ci_low", 0.95),  # interval upside down
+])
+def test_each_store_table_check_passes_good_rows_and_fails_a_bad_one(table, good, column, bad_value):
+    check = checks.STORE_TABLE_CHECKS[table]
+    assert check(good).passed
+    broken = good.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(bad_value)).otherwise(pl.col(column)).alias(column))
+    assert not check(broken).passed
+
+
+def test_store_checks_of_per_partition_tables_and_the_best_metric():
+    similarity = _similarity().with_columns(model_id=pl.lit("m"), workload_id=pl.lit("w"))
+    assert checks.STORE_TABLE_CHECKS["layer_similarity"](similarity).passed
+    assert not checks.STORE_TABLE_CHECKS["layer_similarity"](similarity.filter(pl.col("layer") != 2)).passed
+    two_best = _CORRELATION.with_columns(best=pl.lit(True))
+    assert not checks.STORE_TABLE_CHECKS["similarity_accuracy_correlation"](two_best).passed
+    assert checks.STORE_TABLE_CHECKS["oracle_exits"](pl.DataFrame()).passed  # a cosine-only run has none
+
+
+def test_every_published_table_has_a_check():
+    from eexit_core.storage.store import TABLE_KEYS
+
+    assert set(checks.STORE_TABLE_CHECKS) == set(TABLE_KEYS)

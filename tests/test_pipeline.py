@@ -23,9 +23,12 @@ def test_definitions_load_and_resolve():
     from pipelines.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    from eexit_core.storage.store import TABLE_KEYS
+
+    store_tables = {f"results_store/{t}" for t in TABLE_KEYS if t != "eas_scores"}
     assert keys == {
         "workload_prompts", "model_checkpoints", "token_layer_stats", "layer_similarity",
-        "oracle_exits", "exit_accuracy", "eas_scores", "factor_report",
+        "oracle_exits", "exit_accuracy", "eas_scores", "factor_report", *store_tables,
     }
     graph = defs.resolve_asset_graph()
     assert len(list(graph.asset_check_keys)) >= 4
@@ -174,6 +177,39 @@ def test_end_to_end_run_skips_the_unavailable_model(tiny_workspace):
     assert "Task accuracy under early exit" in report and "Dynamic exit policies" in report
     assert (tiny_workspace / "data" / "reports" / "exit_pareto.png").stat().st_size > 1000
     assert (tiny_workspace / "data" / "reports" / "similarity_curves.png").stat().st_size > 1000
+    # every store table passes the check its asset runs (checks fail without failing the run)
+    from eexit_core.analysis.checks import STORE_TABLE_CHECKS
+    from eexit_core.storage import store
+
+    failing = {name: check(store.read_table(db, name)).metadata for name, check in STORE_TABLE_CHECKS.items()
+               if not check(store.read_table(db, name)).passed}
+    assert failing == {}
+    _assert_dagster_versions(tiny_workspace)
+
+
+def _assert_dagster_versions(root: Path) -> None:
+    """Dagster recorded each measurement with the code version of the asset (the fingerprint
+    of the code it runs) and a data version derived from its inputs' checksums, code and
+    settings: what the UI compares to mark a partition stale."""
+    import dagster as dg
+
+    from eexit_core import stages
+    from eexit_core.storage.workspace import Workspace
+
+    ws = Workspace(root)
+    instance = dg.DagsterInstance.from_config(str(root / ".dagster"))
+    expected = {
+        "token_layer_stats": (stages.lens_code_version(), stages.token_stats_data_version),
+        "exit_accuracy": (stages.exit_code_version(), stages.exit_accuracy_data_version),
+    }
+    for asset, (code_version, data_version_of) in expected.items():
+        records = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        assert records, asset
+        for record in records:
+            materialization = record.asset_materialization
+            model_id, workload_id = materialization.partition.split("|")  # dimensions in name order
+            assert materialization.tags["dagster/code_version"] == code_version
+            assert materialization.tags["dagster/data_version"] == data_version_of(ws, model_id, workload_id)
 
 
 def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):

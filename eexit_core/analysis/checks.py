@@ -63,3 +63,98 @@ def eas_in_range(scores: pl.DataFrame) -> CheckOutcome:
     models = set(scores["model_id"])
     with_all = set(scores.filter(pl.col("workload_id") == "ALL")["model_id"])
     return CheckOutcome(bad == 0 and models == with_all, {"violations": bad, "models_without_ALL": len(models - with_all)})
+
+
+# --- the results store: one check per published table ------------------------------------
+
+
+def _per_partition(table: pl.DataFrame, check) -> CheckOutcome:
+    """`check` on each model × workload of a store table; passes when every one does."""
+    if table.is_empty():
+        return CheckOutcome(True, {"rows": 0, "failing_partitions": 0})
+    failing = sum(not check(part).passed for _, part in table.group_by(["model_id", "workload_id"], maintain_order=True))
+    return CheckOutcome(failing == 0, {"rows": table.height, "failing_partitions": failing})
+
+
+def models_table_ok(models: pl.DataFrame) -> CheckOutcome:
+    """Every registered model says whether it ran: an available one carries its checkpoint
+    checksum, an unavailable one the reason (which names what to install or set)."""
+    ok = (pl.col("available").is_not_null()
+          & pl.when(pl.col("available")).then(pl.col("checksum").is_not_null())
+          .otherwise(pl.col("unavailable_reason").is_not_null()))
+    bad = _violations(models, ok)
+    return CheckOutcome(bad == 0 and models.height > 0, {"violations": bad, "rows": models.height})
+
+
+def workloads_table_ok(workloads: pl.DataFrame) -> CheckOutcome:
+    """An available workload has prompts; an unavailable one says why."""
+    ok = pl.when(pl.col("available")).then(pl.col("n_prompts").gt(0)).otherwise(pl.col("unavailable_reason").is_not_null())
+    bad = _violations(workloads, ok)
+    return CheckOutcome(bad == 0 and workloads.height > 0, {"violations": bad, "rows": workloads.height})
+
+
+def prompts_table_ok(prompts: pl.DataFrame) -> CheckOutcome:
+    """Every prompt has text."""
+    bad = _violations(prompts, pl.col("text").str.len_chars().gt(0))
+    return CheckOutcome(bad == 0 and prompts.height > 0, {"violations": bad, "rows": prompts.height})
+
+
+def layer_similarity_table_ok(table: pl.DataFrame) -> CheckOutcome:
+    """`layer_similarity_in_range` on every model × workload of the store table."""
+    return _per_partition(table, lambda part: layer_similarity_in_range(part, int(part["layer"].max())))
+
+
+def exit_accuracy_table_ok(table: pl.DataFrame) -> CheckOutcome:
+    """`exit_accuracy_in_range` on every model × workload of the store table."""
+    return _per_partition(table, exit_accuracy_in_range)
+
+
+def exit_items_table_ok(items: pl.DataFrame) -> CheckOutcome:
+    """Every item row is graded, and its layers used lie within 1..L of its model (static
+    rows at their exit layer exactly)."""
+    if items.is_empty():
+        return CheckOutcome(True, {"violations": 0, "rows": 0})
+    ok = pl.col("correct").is_not_null() & (
+        pl.col("mean_layers").is_nan() | pl.col("mean_layers").ge(1)) & (
+        pl.col("policy").ne("static") | pl.col("mean_layers").eq(pl.col("exit_layer").cast(pl.Float64)))
+    bad = _violations(items, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": items.height})
+
+
+def exit_skip_bounds_ok(bounds: pl.DataFrame) -> CheckOutcome:
+    """Accuracies, skip ratios and p-values in [0, 1] where defined, speedups at least 1."""
+    ok = pl.lit(True)
+    for column in ("full_accuracy", "max_skip_ratio", "oracle_item_skip_ratio", "chance_accuracy", "above_chance_p"):
+        ok = ok & (pl.col(column).is_null() | _in(column, 0, 1))
+    for column in ("static_speedup", "oracle_item_speedup", "token_oracle_speedup"):
+        ok = ok & (pl.col(column).is_null() | pl.col(column).ge(1 - 1e-9))
+    bad = _violations(bounds, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": bounds.height})
+
+
+def correlation_table_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Spearman coefficients in [-1, 1] inside their bootstrap interval (NaN where a scope
+    has no variation), and one best metric per scope."""
+    rho = pl.col("spearman")
+    ok = rho.is_nan() | (rho.is_between(-1 - 1e-9, 1 + 1e-9)
+                         & (pl.col("ci_low").is_nan() | pl.col("ci_low").le(pl.col("ci_high"))))
+    bad = _violations(table, ok)
+    best = table.group_by("scope").agg(pl.col("best").sum().alias("n_best"))
+    several = best.filter(pl.col("n_best") > 1).height
+    return CheckOutcome(bad == 0 and several == 0, {"violations": bad, "scopes_with_several_best": several})
+
+
+# store table -> the check of its rows (every table `eas_scores` publishes has one; a
+# cosine-only run publishes no oracle exits)
+STORE_TABLE_CHECKS = {
+    "models": models_table_ok,
+    "workloads": workloads_table_ok,
+    "prompts": prompts_table_ok,
+    "layer_similarity": layer_similarity_table_ok,
+    "oracle_exits": lambda table: oracle_exits_in_range(table) if table.height else CheckOutcome(True, {"rows": 0}),
+    "eas_scores": eas_in_range,
+    "exit_accuracy": exit_accuracy_table_ok,
+    "exit_items": exit_items_table_ok,
+    "exit_skip_bounds": exit_skip_bounds_ok,
+    "similarity_accuracy_correlation": correlation_table_ok,
+}

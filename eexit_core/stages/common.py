@@ -30,3 +30,13 @@ def _require(path: Path, asset: str, partition: str) -> Path:
     if not path.is_file():
         raise MissingUpstreamError(f"{path} is missing: materialise {asset} [{partition}] first")
     return path
+
+
+def data_version(meta: dict, fields: tuple[str, ...]) -> str:
+    """A stored artifact's data version for Dagster: a checksum of the provenance fields
+    that decide its content (its inputs' checksums, its code version and settings)."""
+    import json
+
+    from eexit_core.storage.artifacts import sha256_text
+
+    return sha256_text(*(json.dumps(meta.get(f), sort_keys=True) for f in fields))[:16]

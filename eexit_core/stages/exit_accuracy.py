@@ -12,7 +12,7 @@ from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
 from eexit_core.models.checkpoints import load_model
 from eexit_core.registry import ModelEntry, WorkloadEntry
 from eexit_core.stages.checkpoint import read_checkpoint
-from eexit_core.stages.common import EXIT_ACCURACY, EXIT_ITEMS, _require, log
+from eexit_core.stages.common import EXIT_ACCURACY, EXIT_ITEMS, _require, data_version, log
 from eexit_core.stages.token_stats import _provenance_columns
 from eexit_core.storage.artifacts import read_parquet_metadata, sha256_text, write_parquet
 from eexit_core.storage.provenance import code_version
@@ -59,6 +59,14 @@ def _exit_meta(ws: Workspace, model_id: str, workload: WorkloadEntry, items_chec
     }
 
 
+# the stored fields that decide an exit-accuracy partition's content (its Dagster data version)
+EXIT_VERSION_FIELDS = ("exit_code_version", "model_checksum", "workload_checksum", "settings")
+
+
+def exit_accuracy_data_version(ws: Workspace, model_id: str, workload_id: str) -> str:
+    return data_version(read_parquet_metadata(ws.partition_path(EXIT_ACCURACY, model_id, workload_id)), EXIT_VERSION_FIELDS)
+
+
 def exit_accuracy_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: ExitSweepSettings) -> bool:
     """True when stored exit accuracy came from the current checkpoint, items, code and settings."""
     path = ws.partition_path(EXIT_ACCURACY, model_id, workload.workload_id)
@@ -70,7 +78,7 @@ def exit_accuracy_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, s
     except (ValueError, FileNotFoundError):
         return False
     current = _exit_meta(ws, model_id, workload, checksum, settings)
-    return all(stored.get(k) == current[k] for k in ("exit_code_version", "model_checksum", "workload_checksum", "settings"))
+    return all(stored.get(k) == current[k] for k in EXIT_VERSION_FIELDS)
 
 
 def build_exit_accuracy(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,

@@ -13,7 +13,7 @@ from eexit_core.lens.engine import token_layer_stats
 from eexit_core.models.checkpoints import load_model
 from eexit_core.registry import ModelEntry, WorkloadEntry
 from eexit_core.stages.checkpoint import read_checkpoint
-from eexit_core.stages.common import TOKEN_STATS, _require
+from eexit_core.stages.common import TOKEN_STATS, _require, data_version
 from eexit_core.storage.artifacts import read_parquet_metadata, sha256_text, write_parquet
 from eexit_core.storage.provenance import code_version, library_versions
 from eexit_core.storage.workspace import Workspace
@@ -91,6 +91,20 @@ def lens_modules(engine: str = settings_defaults.LENS_ENGINE) -> list[Path]:
 def lens_version(engine: str = settings_defaults.LENS_ENGINE) -> str:
     """Checksum of the code that computes token stats: a change invalidates stored stats."""
     return sha256_text(*(path.read_text() for path in lens_modules(engine)))[:16]
+
+
+def lens_code_version() -> str:
+    """The code version of the `token_layer_stats` asset: every lens engine's code (the
+    stored stats record the engine-specific `lens_version` that decides their freshness)."""
+    return lens_version("kernel")
+
+
+# the stored fields that decide a stats partition's content (its Dagster data version)
+STATS_VERSION_FIELDS = ("lens_version", "lens_engine", "model_checksum", "workload_checksum", "top_k", "stats", "max_tokens")
+
+
+def token_stats_data_version(ws: Workspace, model_id: str, workload_id: str) -> str:
+    return data_version(read_parquet_metadata(ws.partition_path(TOKEN_STATS, model_id, workload_id)), STATS_VERSION_FIELDS)
 
 
 def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: LensSettings) -> bool:

@@ -161,6 +161,36 @@ def test_correlation_is_one_when_similarity_orders_layers_like_accuracy():
     assert reverse["spearman"] == pytest.approx(-1.0) and not reverse["best"]
 
 
+def test_correlation_intervals_do_not_depend_on_row_order():
+    """The bootstrap's draws go to partitions and items by key, not by the order group_by
+    or the stored files hand them over: shuffled inputs give the identical table."""
+    workloads = {"w": [0.1, 0.4, 0.7, 1.0], "v": [0.3, 0.2, 0.8, 1.0], "u": [0.5, 0.6, 0.4, 1.0]}
+    similarity = pl.concat([_similarity("m", w, values) for w, values in workloads.items()])
+    noisy = {1: [True, False, True, False], 2: [False, True, True, False], 3: [True, True, False, True], 4: [True, True, True, False]}
+    items = pl.concat([_items(OUTCOMES if w == "w" else noisy).with_columns(pl.lit("m").alias("model_id"), pl.lit(w).alias("workload_id"))
+                       for w in workloads])
+    want = similarity_accuracy_correlation(similarity, items, ["logit_cos"], n_boot=300, seed=3)
+    assert want.filter(pl.col("ci_low") < pl.col("ci_high")).height > 0  # the intervals are not degenerate
+    for shuffle_seed in range(5):
+        got = similarity_accuracy_correlation(similarity.sample(fraction=1.0, shuffle=True, seed=shuffle_seed),
+                                              items.sample(fraction=1.0, shuffle=True, seed=shuffle_seed),
+                                              ["logit_cos"], n_boot=300, seed=3)
+        assert got.sort("scope", "metric").equals(want.sort("scope", "metric"))
+
+
+def test_chance_level_does_not_depend_on_row_order():
+    """Chance is the mean of 1/n_choices over items, summed exactly: any row order gives the
+    same float (a plain mean of 3-, 5- and 7-choice items differs in its last bit)."""
+    from eexit_core.analysis.predictiveness import _chance
+
+    sizes = [3, 5, 7, 3, 5, 7, 11, 3, 13, 5, 7, 3] * 3
+    items = pl.DataFrame({"model_id": "m", "workload_id": "w", "policy": "static", "prompt_id": [f"p{i}" for i in range(len(sizes))],
+                          "choice_logprobs": [[0.0] * n for n in sizes]})
+    want = _chance(items, "m", "w")
+    assert want == pytest.approx(sum(1 / n for n in sizes) / len(sizes), rel=1e-15)
+    assert {_chance(items.sample(fraction=1.0, shuffle=True, seed=k), "m", "w") for k in range(20)} == {want}
+
+
 def test_skip_table_joins_the_token_oracle():
     summary = summarise(_items(OUTCOMES), L).with_columns(
         pl.lit("m").alias("model_id"), pl.lit("w").alias("workload_id"), pl.lit("numeric_exact").alias("grader"))

@@ -212,9 +212,27 @@ def _assert_dagster_versions(root: Path) -> None:
             assert materialization.tags["dagster/data_version"] == data_version_of(ws, model_id, workload_id)
 
 
+def _store_snapshot(root: Path) -> dict[str, bytes]:
+    """Every store table as Arrow IPC bytes, rows in stored order, and the report's bytes."""
+    import io
+
+    from eexit_core.storage import store
+    from eexit_core.storage.store import TABLE_KEYS
+
+    snapshot = {}
+    for name in TABLE_KEYS:
+        buffer = io.BytesIO()
+        store.read_table(root / "data" / "results.duckdb", name).write_ipc(buffer)
+        snapshot[name] = buffer.getvalue()
+    snapshot["factor_report.md"] = (root / "data" / "reports" / "factor_report.md").read_bytes()
+    return snapshot
+
+
 def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
+    """A rerun recomputes nothing that is fresh and publishes byte-identical tables and report."""
     db = tiny_workspace / "data" / "results.duckdb"
     before = duckdb.connect(str(db), read_only=True).sql("select * from eas_scores order by all").fetchall()
+    snapshot = _store_snapshot(tiny_workspace)
     stats_file = tiny_workspace / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__humaneval.parquet"
     mtime = stats_file.stat().st_mtime_ns
     result = _run(tiny_workspace)
@@ -223,6 +241,8 @@ def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
     assert stats_file.stat().st_mtime_ns == mtime
     after = duckdb.connect(str(db), read_only=True).sql("select * from eas_scores order by all").fetchall()
     assert after == before
+    rerun = _store_snapshot(tiny_workspace)
+    assert [name for name in snapshot if rerun[name] != snapshot[name]] == []
     leftovers = [p for p in (tiny_workspace / "data").rglob("*.tmp")]
     assert leftovers == []
 

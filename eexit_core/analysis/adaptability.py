@@ -83,7 +83,7 @@ def eas_scores(similarity: pl.DataFrame, *, metrics: Sequence[str], alphas: Sequ
         return scores.with_columns(pl.lit(None, dtype=pl.Float64).alias("eas_relative"), pl.lit(None, dtype=pl.String).alias("relative_to"))
     ref_scores = scores.filter(pl.col("model_id") == ref).select("workload_id", "metric", "alpha", pl.col("eas").alias("_ref"))
     return (
-        scores.join(ref_scores, on=["workload_id", "metric", "alpha"], how="left")
+        scores.join(ref_scores, on=["workload_id", "metric", "alpha"], how="left", maintain_order="left")  # stored row order
         .with_columns(
             pl.when(pl.col("_ref") > 0).then(pl.col("eas") / pl.col("_ref")).otherwise(None).alias("eas_relative"),
             pl.lit(ref).alias("relative_to"),

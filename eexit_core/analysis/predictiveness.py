@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 from scipy.stats import rankdata
@@ -52,7 +54,8 @@ def _correctness(exit_items: pl.DataFrame) -> dict[tuple[str, str], tuple[np.nda
     static = exit_items.filter(pl.col("policy") == STATIC)
     out = {}
     for (model_id, workload_id), part in static.group_by(["model_id", "workload_id"]):
-        wide = part.pivot(on="exit_layer", index="prompt_id", values="correct", sort_columns=False)
+        # items in prompt order, whatever order the rows came in: the bootstrap indexes them
+        wide = part.pivot(on="exit_layer", index="prompt_id", values="correct", sort_columns=False).sort("prompt_id")
         layers = sorted(int(c) for c in wide.columns if c != "prompt_id")
         matrix = wide.select([str(l) for l in layers]).to_numpy().astype(np.float64)
         if np.isnan(matrix).any():
@@ -78,7 +81,9 @@ def similarity_accuracy_correlation(layer_similarity: pl.DataFrame, exit_items: 
         return pl.DataFrame(schema=CORRELATION_SCHEMA)
     rng = np.random.default_rng(seed)
     # one set of item resamples per partition, shared by every metric and scope
-    draws = {key: rng.integers(0, m.shape[0], size=(n_boot, m.shape[0])) for key, (_, m) in correctness.items()}
+    # in key order: `correctness` follows group_by, whose order is not fixed
+    draws = {key: rng.integers(0, correctness[key][1].shape[0], size=(n_boot, correctness[key][1].shape[0]))
+             for key in sorted(correctness)}
     rows = []
     model_ids = sorted({k[0] for k in correctness})
     for metric in metrics:
@@ -106,8 +111,8 @@ def similarity_accuracy_correlation(layer_similarity: pl.DataFrame, exit_items: 
                          "n_points": int(x.size), "n_workloads": len(chosen), "n_boot": n_boot})
     table = pl.DataFrame(rows, schema={k: v for k, v in CORRELATION_SCHEMA.items() if k != "best"})
     best = table.filter(pl.col("spearman").is_not_nan()).group_by("scope").agg(
-        pl.col("metric").sort_by("spearman", descending=True).first().alias("_best"))
-    return (table.join(best, on="scope", how="left")
+        pl.col("metric").sort_by("spearman", descending=True, maintain_order=True).first().alias("_best"))
+    return (table.join(best, on="scope", how="left", maintain_order="left")
             .with_columns((pl.col("metric") == pl.col("_best")).fill_null(False).alias("best")).drop("_best"))
 
 
@@ -132,8 +137,9 @@ def _chance(exit_items: pl.DataFrame | None, model_id: str, workload_id: str) ->
                               & (pl.col("policy") == STATIC) & pl.col("choice_logprobs").is_not_null())
     if lists.is_empty():
         return None
-    per_item = lists.unique("prompt_id")["choice_logprobs"].list.len()
-    return float((1.0 / per_item).mean())
+    per_item = lists.unique("prompt_id")["choice_logprobs"].list.len().to_list()
+    # fsum: exactly rounded, so the value does not depend on the order unique() returns
+    return math.fsum(1.0 / n for n in per_item) / len(per_item)
 
 
 def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, tolerance: float = settings.TOLERANCE,
@@ -190,7 +196,8 @@ def _best_policy(part: pl.DataFrame, tolerance: float) -> dict:
     dynamic = part.filter(pl.col("signal").is_not_null())
     if base.is_empty() or dynamic.is_empty() or not base["accuracy"][0]:
         return empty
-    ok = dynamic.filter(pl.col("relative_accuracy") >= 1 - tolerance - 1e-12).sort("skip_ratio", descending=True)
+    # ties keep the summary's policy order, so the best policy is the same on every rerun
+    ok = dynamic.filter(pl.col("relative_accuracy") >= 1 - tolerance - 1e-12).sort("skip_ratio", descending=True, maintain_order=True)
     if ok.is_empty():
         return empty
     top = ok.row(0, named=True)

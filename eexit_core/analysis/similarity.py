@@ -47,7 +47,7 @@ def layer_means(token_stats: pl.DataFrame | pl.LazyFrame, n_layers: int) -> pl.D
         .collect()
     )
     if "router_top_expert" in names:
-        table = table.join(router_means(lazy), on="layer", how="left")
+        table = table.join(router_means(lazy), on="layer", how="left", maintain_order="left")
     return table
 
 

@@ -45,7 +45,7 @@ def plot_similarity_curves(similarity: pl.DataFrame, target: Path) -> Path:
                 continue
             curves = [
                 (g.sort("layer")["depth_frac"].to_list(), similarity_curve(g, metric))
-                for _, g in part.group_by("workload_id")
+                for _, g in sorted(part.group_by("workload_id"), key=lambda group: group[0])  # a fixed summation order
             ]
             depth = curves[0][0]
             mean = [sum(c[1][i] for c in curves) / len(curves) for i in range(len(depth))]

@@ -18,6 +18,7 @@ from pathlib import Path
 TOP_K = 10  # `topk_overlap` compares the top-K tokens
 BATCH_SIZE = 8  # prompts per forward pass of the lens (and of static-exit generation)
 LENS_ENGINE = "eager"  # how the vocabulary-wide stats run: eager | compiled | kernel
+LENS_ENGINE_NAMES = ("eager", "compiled", "kernel")
 ALPHAS = (0.25, 0.5, 0.75)  # EAS α values stored (0.5 is the paper's)
 TOLERANCE = 0.05  # relative accuracy loss allowed for the max skip ratio (the paper's 5 %)
 FALLBACK_REFERENCE = "smollm2-135m-instruct"  # eas_relative's reference when the registry's was not run
@@ -79,10 +80,10 @@ class Environment:
             workloads=_ids(env, "EEXIT_WORKLOADS"),
             batch_size=_batch_size(env),
             allow_download=_flag(env, "EEXIT_ALLOW_DOWNLOAD"),
-            stats=_ids(env, "EEXIT_STATS"),
+            stats=_stats(env),
             exit_sweep=sweep,
             tolerance=_tolerance(env),
-            lens_engine=env.get("EEXIT_LENS_ENGINE") or LENS_ENGINE,
+            lens_engine=_one_of(env, "EEXIT_LENS_ENGINE", LENS_ENGINE_NAMES, LENS_ENGINE),
         )
 
 
@@ -99,8 +100,29 @@ def sandbox_os_layers(environ: Mapping[str, str] | None = None) -> bool:
 
 def _ids(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
     raw = env.get(name)
-    chosen = tuple(x.strip() for x in raw.split(",") if x.strip()) if raw else ()
-    return chosen or None
+    if raw is None or raw == "":
+        return None
+    chosen = tuple(x.strip() for x in raw.split(",") if x.strip())
+    if not chosen:  # e.g. " , ": the user meant to choose, and chose nothing
+        raise ValueError(f"{name} is set to {raw!r}, which names no id; give comma-separated ids or unset it")
+    return chosen
+
+
+def _stats(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    from eexit_core.storage.schema import STAT_COLUMNS
+
+    chosen = _ids(env, "EEXIT_STATS")
+    unknown = [s for s in chosen or () if s not in STAT_COLUMNS]
+    if unknown:
+        raise ValueError(f"EEXIT_STATS names unknown statistics {unknown}; choose from {', '.join(STAT_COLUMNS)}")
+    return chosen
+
+
+def _one_of(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -27,3 +27,20 @@ def executor_for(env: Environment) -> dg.ExecutorDefinition:
     if env.deployment == "cluster":
         return dg.multiprocess_executor.configured({"max_concurrent": 4})
     return dg.in_process_executor
+
+
+def check_machine(env: Environment, *, cuda: bool | None = None) -> None:
+    """Fail before any work when the settings ask for hardware this machine lacks, naming
+    the variable to change (`cuda`: whether a CUDA device is usable; None asks torch)."""
+    import torch
+
+    from eexit_core.lens import kernel
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    device = env.defaults.device
+    if device == "cuda" and not cuda:
+        raise ValueError(f"EEXIT_DEPLOYMENT={env.deployment} runs on a CUDA device and this machine has none; "
+                         "use EEXIT_DEPLOYMENT=local (the default) here")
+    if env.lens_engine == "kernel" and not kernel.runs_on("cuda" if cuda else device):
+        raise ValueError("EEXIT_LENS_ENGINE=kernel needs a CUDA device (or Triton's interpreter, TRITON_INTERPRET=1, "
+                         "which is slow); use EEXIT_LENS_ENGINE=eager (the default) on this machine")

@@ -25,14 +25,18 @@ import sys
 import time
 from pathlib import Path
 
-from assets.eas_scores import STORE_TABLES
 from eexit_core.storage.workspace import Workspace
 
 STAGES = ("prompts", "checkpoints", "stats", "exits", "results")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 _FORCEABLE = ("token_layer_stats", "exit_accuracy")  # assets whose Config has `force`
-# eas_scores and the store tables it publishes: one multi-asset, materialised together
-RESULTS_STORE_KEYS = ["eas_scores", *(f"results_store/{table}" for table in STORE_TABLES if table != "eas_scores")]
+
+
+def _results_store_keys() -> list[str]:
+    """eas_scores and the store tables it publishes: one multi-asset, materialised together."""
+    from assets.eas_scores import STORE_TABLES
+
+    return ["eas_scores", *(f"results_store/{table}" for table in STORE_TABLES if table != "eas_scores")]
 
 
 def _instance(ws: Workspace):
@@ -69,23 +73,35 @@ class Runner:
         self.instance = _instance(ws)
         self.assets = [*dg.load_assets_from_modules(ASSET_MODULES), *dg.load_asset_checks_from_modules(ASSET_MODULES)]
         self.resources = definitions.defs.resources
-        self.problems: list[str] = []
+        self.unavailable: list[str] = []  # sources that are not on this machine: skipped, said, not failures
+        self.failed: list[str] = []
 
-    def run(self, selection: list[str], partition_key: str | None, label: str, *, force: bool = False) -> bool:
-        """One Dagster run; `force` sets the Config field of the selected assets that have one."""
+    def run(self, selection: list[str], partition_key: str | None, label: str, *, force: bool = False,
+            availability_record: Path | None = None) -> bool:
+        """One Dagster run; `force` sets the Config field of the selected assets that have one.
+        A failure is an unavailable source, not a failure, when the run itself recorded the
+        source as unavailable in `availability_record` (a model or data package missing here)."""
         import dagster as dg
 
-        started = time.perf_counter()
+        started = time.time()
         forced = {"ops": {asset: {"config": {"force": True}} for asset in selection if asset in _FORCEABLE}} if force else {}
         result = dg.materialize(
             self.assets, selection=selection, partition_key=partition_key, instance=self.instance,
             resources=self.resources, raise_on_error=False, run_config={**_QUIET, **forced},
         )
-        status = "ok" if result.success else "FAILED"
-        print(f"  {label:<58} {status:>6} {time.perf_counter() - started:7.1f}s", flush=True)
+        unavailable = not result.success and _recorded_unavailable(availability_record, since=started)
+        status = "ok" if result.success else "unavailable" if unavailable else "FAILED"
+        print(f"  {label:<58} {status:>6} {time.time() - started:7.1f}s", flush=True)
         if not result.success:
-            self.problems.append(f"{label}: {_first_error(result)}")
+            (self.unavailable if unavailable else self.failed).append(f"{label}: {_first_error(result)}")
         return result.success
+
+
+def _recorded_unavailable(record: Path | None, *, since: float) -> bool:
+    """The record says unavailable and was written by this run (not left from an earlier one)."""
+    if record is None or not record.is_file() or record.stat().st_mtime < since - 1:
+        return False
+    return json.loads(record.read_text()).get("available") is False
 
 
 def _available_models(ws: Workspace, model_ids: list[str]) -> list[str]:
@@ -105,12 +121,34 @@ def _workload_available(ws: Workspace, workload_id: str) -> bool:
     return available and ws.prompts_path(workload_id).is_file()
 
 
+def _clean_up_after_a_kill(ws: Workspace) -> None:
+    """Remove what an interrupted run's atomic writes left behind (hidden `.tmp` / `.old`
+    files and folders): nothing of ours writes before the runner starts its first run."""
+    from eexit_core.storage.artifacts import remove_stale_temporaries
+
+    removed = [p for folder in (ws.artifacts_dir, ws.models_dir, ws.reports_dir) for p in remove_stale_temporaries(folder)]
+    if removed:
+        names = ", ".join(str(p.relative_to(ws.root)) for p in removed[:3]) + (" …" if len(removed) > 3 else "")
+        print(f"removed {len(removed)} temporaries an interrupted run left behind: {names}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
     parser.add_argument("--force", action="store_true", help="recompute fresh token stats and exit accuracy too")
     args = parser.parse_args(argv)
     stages_to_run = STAGES if args.stage == "all" else (args.stage,)
+
+    from eexit_core.settings import Environment
+
+    try:  # every setting, before any work: a bad one is named, with what it may be
+        environment = Environment.read()
+        from pipelines.deployment import check_machine  # loads the assets, which read the registries
+
+        check_machine(environment)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     from transformers.utils import logging as hf_logging
 
@@ -120,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     ws = Workspace.default()
     os.chdir(ws.root)  # the results store's token stats view is relative to the root
+    _clean_up_after_a_kill(ws)
     runner = Runner(ws)
     started = time.perf_counter()
     workloads = workload_partitions.get_partition_keys()
@@ -131,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if "prompts" in stages_to_run:
         print("workload_prompts", flush=True)
-        workloads = [w for w in workloads if runner.run(["workload_prompts"], w, w)]
+        workloads = [w for w in workloads if runner.run(["workload_prompts"], w, w, availability_record=ws.prompts_record(w))]
     if "checkpoints" in stages_to_run:
         print("model_checkpoints", flush=True)
-        models = [m for m in models if runner.run(["model_checkpoints"], m, m)]
+        models = [m for m in models if runner.run(["model_checkpoints"], m, m, availability_record=ws.checkpoint_record(m))]
     else:
         models = _available_models(ws, models)
     workloads = [w for w in workloads if _workload_available(ws, w)]
@@ -169,15 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     if "results" in stages_to_run:
         print("eas_scores → factor_report", flush=True)
-        ok = runner.run([*RESULTS_STORE_KEYS, "factor_report"], None, "results store and report")
+        ok = runner.run([*_results_store_keys(), "factor_report"], None, "results store and report")
         if ok:
             _print_scores(ws)
-    if runner.problems:
-        print("\nskipped or failed:", file=sys.stderr)
-        for line in runner.problems:
-            print(f"  - {line}", file=sys.stderr)
+    for heading, lines in (("unavailable here, skipped", runner.unavailable), ("FAILED", runner.failed)):
+        if lines:
+            print(f"\n{heading}:", file=sys.stderr)
+            for line in lines:
+                print(f"  - {line}", file=sys.stderr)
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
-    return 0 if ok else 1
+    # non-zero when anything selected failed, so `dvc repro`, CI and scripts can tell
+    return 0 if ok and not runner.failed else 1
 
 
 def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[str], workload_registry, *, force: bool) -> None:

@@ -39,3 +39,62 @@ def test_parquet_carries_provenance(tmp_path):
     path = write_parquet(pl.DataFrame({"x": [1]}), tmp_path / "p.parquet", {"seed": 3, "code_version": "abc"})
     assert read_parquet_metadata(path) == {"code_version": "abc", "seed": 3}
     assert len(sha256_file(path)) == 64
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_artifacts_get_the_mode_the_umask_gives(tmp_path, umask):
+    """Not the 0600 / 0700 of a temporary: a shared results folder stays readable."""
+    import os
+    import stat
+
+    from eexit_core.storage.artifacts import write_json
+
+    previous = os.umask(umask)
+    try:
+        path = write_json({"a": 1}, tmp_path / "record.json")
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "w").write_text("x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~umask
+
+
+def test_a_rerun_removes_the_temporaries_a_kill_left(tmp_path):
+    """What kill -9 leaves mid-write (a hidden temporary file, a half-converted model folder,
+    a swapped-out old folder) is removed; data and ordinary hidden files are not."""
+    from eexit_core.storage.artifacts import remove_stale_temporaries
+
+    parts = tmp_path / "artifacts" / "token_layer_stats"
+    parts.mkdir(parents=True)
+    (parts / "m__w.parquet").write_bytes(b"data")
+    (parts / ".m__w.parquet.k2j4.tmp").write_bytes(b"")
+    half = tmp_path / "models" / ".gemma.a8f.tmp"
+    half.mkdir(parents=True)
+    (half / "model.safetensors").write_bytes(b"half")
+    (tmp_path / "models" / ".gemma.old").mkdir()
+    (tmp_path / ".gitkeep").write_text("")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == [".gemma.a8f.tmp", ".gemma.old", ".m__w.parquet.k2j4.tmp"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        ".gitkeep", "artifacts", "artifacts/token_layer_stats", "artifacts/token_layer_stats/m__w.parquet", "models"]
+    assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
+def test_dvc_ignores_the_temporaries():
+    """`.dvcignore` holds the temporaries' patterns, so `dvc status` and `dvc push` skip them."""
+    import subprocess
+
+    from eexit_core.storage.artifacts import TEMPORARY_SUFFIXES
+    from tests.conftest import REPO
+
+    dvc = REPO / ".venv" / "bin" / "dvc"
+    if not dvc.exists():
+        pytest.skip("DVC is not installed: run `make setup`")
+    paths = ["data/artifacts/token_layer_stats/.m__w.parquet.k2j4.tmp", "data/models/.gemma.old", "data/artifacts/prompts/w.parquet"]
+    result = subprocess.run([str(dvc), "check-ignore", "--non-matching", "--details", *paths], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    ignored = {line.split("\t")[-1] for line in result.stdout.splitlines() if not line.startswith("::")}
+    assert ignored == set(paths[:2]), result.stdout + result.stderr
+    patterns = (REPO / ".dvcignore").read_text().splitlines()
+    assert all(f".*{suffix}" in patterns for suffix in TEMPORARY_SUFFIXES)

@@ -60,6 +60,26 @@ def test_check_cost_of_smollm2():
     assert cost == pytest.approx(576 * 49152 / ((134_515_008 - 576 * 49152) / 30))
 
 
+def test_check_cost_of_an_untied_head_counts_its_own_matrix():
+    """An untied head is a second V × d matrix outside the blocks: the blocks' share is
+    smaller, so one check costs more block-equivalents than a tied head of the same size."""
+    d, vocab, total, layers = 896, 151_936, 630_167_424, 24  # a Qwen2.5-0.5B-shaped model with its head untied
+    untied = exit_check_cost(d, vocab, total, layers, tied=False)
+    assert untied == pytest.approx(d * vocab / ((total - 2 * d * vocab) / layers))
+    assert untied > exit_check_cost(d, vocab, total, layers, tied=True)
+
+
+@pytest.mark.parametrize(("config", "tied"), [({"tie_word_embeddings": False}, False), ({"tie_word_embeddings": True}, True),
+                                              ({}, True), ({"text_config": {"tie_word_embeddings": False}}, False)])
+def test_the_oracle_stage_reads_whether_the_head_is_tied(tmp_path, config, tied):
+    import json
+
+    from eexit_core.stages.oracle_exits import head_is_tied
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert head_is_tied(tmp_path) is tied
+
+
 patterns = st.lists(st.lists(st.booleans(), min_size=1, max_size=12), min_size=1, max_size=20)
 
 

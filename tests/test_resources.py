@@ -72,7 +72,9 @@ def test_knobs_are_config_with_descriptions_and_the_resource_is_infrastructure()
 
 @pytest.mark.parametrize(("name", "value"), [("EEXIT_BATCH_SIZE", "eight"), ("EEXIT_BATCH_SIZE", "0"),
                                              ("EEXIT_ALLOW_DOWNLOAD", "yes"), ("EEXIT_DEPLOYMENT", "laptop"),
-                                             ("EEXIT_EXIT_SWEEP", "most"), ("EEXIT_TOLERANCE", "5%")])
+                                             ("EEXIT_EXIT_SWEEP", "most"), ("EEXIT_TOLERANCE", "5%"),
+                                             ("EEXIT_STATS", "logit_cos,bogus"), ("EEXIT_MODELS", " , "),
+                                             ("EEXIT_WORKLOADS", ","), ("EEXIT_LENS_ENGINE", "fast")])
 def test_a_bad_value_names_the_variable(name, value):
     with pytest.raises(ValueError, match=name):
         Environment.read({name: value})
@@ -106,3 +108,38 @@ def test_the_readme_lists_exactly_the_variables_settings_reads():
     section = readme[start:readme.index("\n## ", start + 5)]
     listed = set(re.findall(r"`(EEXIT_[A-Z_]+)", section))
     assert read == listed, (read - listed, listed - read)
+
+
+def test_the_lens_engine_names_settings_accepts_are_the_engines_the_lens_has():
+    from eexit_core import settings
+    from eexit_core.lens.engine import LENS_ENGINES
+
+    assert set(settings.LENS_ENGINE_NAMES) == set(LENS_ENGINES)
+
+
+def test_settings_this_machine_cannot_serve_are_refused_by_name(monkeypatch):
+    from pipelines.deployment import check_machine
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="EEXIT_DEPLOYMENT=cluster"):
+        check_machine(Environment.read({"EEXIT_DEPLOYMENT": "cluster"}), cuda=False)
+    with pytest.raises(ValueError, match="EEXIT_LENS_ENGINE=kernel"):
+        check_machine(Environment.read({"EEXIT_LENS_ENGINE": "kernel"}), cuda=False)
+    check_machine(Environment.read({"EEXIT_DEPLOYMENT": "cluster", "EEXIT_LENS_ENGINE": "kernel"}), cuda=True)
+    check_machine(Environment.read({}), cuda=False)
+
+
+@pytest.mark.parametrize(("name", "value"), [("EEXIT_STATS", "logit_cos,bogus"), ("EEXIT_DEPLOYMENT", "cluster")])
+def test_the_runner_stops_before_any_work_on_a_bad_setting(tmp_path, name, value):
+    """One line naming the variable, exit status 2, no traceback, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, name: value, "DAGSTER_HOME": str(tmp_path / "dagster"), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, "-m", "pipelines.run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert name in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == "" and not (tmp_path / "dagster").exists()

@@ -38,7 +38,12 @@ _CHUNK_FLOATS = 1 << 25
 
 
 class PromptTooLongError(EexitError, ValueError):
-    """A text has more tokens than the model's context window."""
+    """A text has more tokens than the model's context window (`index` into the texts)."""
+
+    def __init__(self, message: str, *, index: int | None = None, n_tokens: int | None = None,
+                 context_length: int | None = None) -> None:
+        super().__init__(message)
+        self.index, self.n_tokens, self.context_length = index, n_tokens, context_length
 
 
 class NonFiniteError(EexitError, FloatingPointError):
@@ -69,7 +74,8 @@ def encode_texts(
         if context_length is not None and len(ids) > context_length:
             raise PromptTooLongError(
                 f"text {index} has {len(ids)} tokens but the model's context is "
-                f"{context_length}; shorten it or set the workload's max_tokens"
+                f"{context_length}; shorten it or set the workload's max_tokens",
+                index=index, n_tokens=len(ids), context_length=context_length,
             )
         encoded.append(ids)
     return encoded

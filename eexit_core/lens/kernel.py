@@ -47,11 +47,16 @@ _RUN_MAX, _RUN_SUM, _RUN_ENT, _SECOND, _MEAN, _M2, _P_DOT, _C_DOT = range(8)
 _N_SCALARS = 8
 
 
+def runs_on(device_type: str) -> bool:
+    """Whether the kernel can run on this kind of device: CUDA, or Triton's interpreter."""
+    return triton is not None and (device_type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+
+
 def kernel_available(head: ExitHead, device: torch.device) -> bool:
     """Whether the fused kernel can serve this head on this device."""
-    if triton is None or not isinstance(head.lm_head, nn.Linear) or head.lm_head.bias is not None:
+    if not isinstance(head.lm_head, nn.Linear) or head.lm_head.bias is not None:
         return False
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return runs_on(device.type)
 
 
 if triton is not None:

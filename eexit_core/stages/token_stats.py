@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from eexit_core import settings as settings_defaults
-from eexit_core.lens.engine import token_layer_stats
+from eexit_core.lens.engine import PromptTooLongError, token_layer_stats
 from eexit_core.models.checkpoints import load_model
 from eexit_core.registry import ModelEntry, WorkloadEntry
 from eexit_core.stages.checkpoint import read_checkpoint
@@ -44,11 +44,20 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     checkpoint = read_checkpoint(ws, model.model_id)
     lm, tokenizer = load_model(checkpoint, device=settings.device)
     texts = render_texts(prompts, tokenizer, use_chat_template=workload.chat_template)
-    stats = token_layer_stats(
-        lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size,
-        max_tokens=workload.max_tokens, stats=settings.stats, engine=settings.engine,
-    )
     prompt_ids = prompts["prompt_id"]
+    try:
+        stats = token_layer_stats(
+            lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size,
+            max_tokens=workload.max_tokens, stats=settings.stats, engine=settings.engine,
+        )
+    except PromptTooLongError as exc:
+        if exc.index is None:
+            raise
+        raise PromptTooLongError(
+            f"{partition}: prompt {prompt_ids[exc.index]!r} has {exc.n_tokens} tokens but {model.model_id}'s context is "
+            f"{exc.context_length}; set a smaller max_tokens for {workload.workload_id!r} in {ws.workloads_registry}",
+            index=exc.index, n_tokens=exc.n_tokens, context_length=exc.context_length,
+        ) from exc
     stats = stats.with_columns(
         pl.lit(model.model_id).alias("model_id"),
         pl.lit(workload.workload_id).alias("workload_id"),

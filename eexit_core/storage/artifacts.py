@@ -14,6 +14,28 @@ from typing import Any
 
 import polars as pl
 
+# Temporaries are hidden and end in these suffixes (`.dvcignore` ignores the same patterns).
+TEMPORARY_SUFFIXES = (".tmp", ".old")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux), else by setting it back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publishable(path: Path, *, folder: bool = False) -> None:
+    """Give a finished temporary the mode a plain write would have had: mkstemp and mkdtemp
+    make it private (0600 / 0700), which locks colleagues out of a shared results folder."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -24,6 +46,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _publishable(tmp_path)
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -36,6 +59,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        _publishable(tmp, folder=True)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -46,6 +70,23 @@ def atomic_dir(target: Path) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries a killed write left under `folder` (hidden names ending in
+    `.tmp` or `.old`, files or folders); returns what was removed. Only for a moment when
+    no write of ours can be running, e.g. the start of a run."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.rglob(".*"), key=lambda p: len(p.parts)):
+        if path.suffix in TEMPORARY_SUFFIXES and path.exists():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_parquet(frame: pl.DataFrame, target: Path, metadata: dict[str, Any] | None = None) -> Path:

@@ -3,7 +3,7 @@ import dagster as dg
 from assets.partitions import workload_partitions
 from assets.resources import EexitResource
 from eexit_core.stages import build_workload_prompts, registries
-from eexit_core.storage.artifacts import sha256_text
+from eexit_core.storage.artifacts import read_parquet_metadata
 
 
 @dg.asset(partitions_def=workload_partitions, group_name="inputs", kinds={"parquet"})
@@ -13,7 +13,8 @@ def workload_prompts(context: dg.AssetExecutionContext, eexit: EexitResource) ->
     entry = workloads.get(context.partition_key)
     prompts = build_workload_prompts(eexit.workspace, entry)
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(sha256_text(*prompts["text"].to_list())[:16]),
+        # the checksum the stage stored with the prompts, not a second hash of them
+        data_version=dg.DataVersion(read_parquet_metadata(eexit.workspace.prompts_path(entry.workload_id))["checksum"][:16]),
         metadata={
             "n_prompts": len(prompts),
             "domain": entry.domain,

@@ -182,9 +182,8 @@ def test_end_to_end_run_skips_the_unavailable_model(tiny_workspace):
     from eexit_core.analysis.checks import STORE_TABLE_CHECKS
     from eexit_core.storage import store
 
-    failing = {name: check(store.read_table(db, name)).metadata for name, check in STORE_TABLE_CHECKS.items()
-               if not check(store.read_table(db, name)).passed}
-    assert failing == {}
+    outcomes = {name: check(store.read_table(db, name)) for name, check in STORE_TABLE_CHECKS.items()}
+    assert {name: o.metadata for name, o in outcomes.items() if not o.passed} == {}
     _assert_dagster_versions(tiny_workspace)
 
 

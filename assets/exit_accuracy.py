@@ -10,10 +10,14 @@ from eexit_core.stages import (
     build_exit_accuracy,
     exit_accuracy_data_version,
     exit_accuracy_fresh,
-    exit_code_version,
+    exit_asset_code_version,
+    plan_exit_accuracy,
     registries,
 )
 
+# Only the checkpoint is a Dagster dependency: Dagster maps a dimension only onto an asset
+# with the very same partitions, and these graded workloads are a subset of the prompts'.
+# The runner checks the items against the stored provenance instead.
 _UPSTREAM = upstream_by_dimension(model="model_checkpoints")
 
 
@@ -22,7 +26,7 @@ _UPSTREAM = upstream_by_dimension(model="model_checkpoints")
     group_name="measurements",
     kinds={"parquet", "pytorch"},
     deps=_UPSTREAM,
-    code_version=exit_code_version(),
+    code_version=exit_asset_code_version(ExitAccuracyConfig().exit_settings()),
     check_specs=[dg.AssetCheckSpec("exit_accuracy_in_range", asset="exit_accuracy",
                                    description="accuracy in [0, 1], layers used within 1..L, one full-depth row")],
 )
@@ -40,9 +44,10 @@ def exit_accuracy(context: dg.AssetExecutionContext, eexit: EexitResource, confi
         context.log.info(message)
         print(f"    {message}", flush=True)  # the runner's console shows Dagster warnings only
 
-    recomputed = config.force or not exit_accuracy_fresh(ws, model.model_id, workload, sweep)
+    plan = plan_exit_accuracy(ws, model.model_id, workload, sweep)  # the items, drawn once
+    recomputed = config.force or not exit_accuracy_fresh(ws, model.model_id, workload, sweep, plan)
     if recomputed:
-        summary = build_exit_accuracy(ws, model, workload, sweep, device=eexit.device, progress=progress)
+        summary = build_exit_accuracy(ws, model, workload, sweep, device=eexit.device, progress=progress, plan=plan)
     else:
         context.log.info("the stored exit accuracy is fresh: kept (set force: true to recompute)")
         summary = pl.read_parquet(ws.partition_path(EXIT_ACCURACY, model.model_id, workload.workload_id))

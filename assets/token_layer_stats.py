@@ -21,7 +21,7 @@ _UPSTREAM = upstream_by_dimension(model="model_checkpoints", workload="workload_
     group_name="measurements",
     kinds={"parquet", "pytorch"},
     deps=_UPSTREAM,
-    code_version=lens_code_version(),
+    code_version=lens_code_version(TokenStatsConfig().lens_settings("cpu")),
 )
 def token_layer_stats(context: dg.AssetExecutionContext, eexit: EexitResource, config: TokenStatsConfig) -> dg.MaterializeResult:
     """Per-token, per-layer lens stats of one model on one workload (README: "What is measured").

@@ -2,8 +2,7 @@ import dagster as dg
 
 from assets.partitions import workload_partitions
 from assets.resources import EexitResource
-from eexit_core.stages import build_workload_prompts, registries
-from eexit_core.storage.artifacts import read_parquet_metadata
+from eexit_core.stages import build_workload_prompts, prompts_data_version, registries
 
 
 @dg.asset(partitions_def=workload_partitions, group_name="inputs", kinds={"parquet"})
@@ -13,8 +12,7 @@ def workload_prompts(context: dg.AssetExecutionContext, eexit: EexitResource) ->
     entry = workloads.get(context.partition_key)
     prompts = build_workload_prompts(eexit.workspace, entry)
     return dg.MaterializeResult(
-        # the checksum the stage stored with the prompts, not a second hash of them
-        data_version=dg.DataVersion(read_parquet_metadata(eexit.workspace.prompts_path(entry.workload_id))["checksum"][:16]),
+        data_version=dg.DataVersion(prompts_data_version(eexit.workspace, entry.workload_id)),
         metadata={
             "n_prompts": len(prompts),
             "domain": entry.domain,

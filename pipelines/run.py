@@ -10,10 +10,13 @@ Stages: prompts (workload_prompts), checkpoints (model_checkpoints), stats
 
 Each partition runs as a Dagster run in the instance under $DAGSTER_HOME (default
 `.dagster/`), so `dagster dev` shows the history. A failing partition (an unavailable
-model, a bad prompt) is reported and skipped; the rest complete. Token stats that are
-fresh (same checkpoint, prompts and lens code) are not recomputed, nor is fresh exit
-accuracy (same checkpoint, items, code and sweep settings), so a rerun after an
-interruption finishes only what is missing.
+model, a bad prompt) is reported and skipped; the rest complete. Token stats and exit
+accuracy run only where Dagster marks the partition stale or missing (the status the UI
+shows: a new code version, or an upstream checkpoint or prompts with a new data version)
+or where the stored artifact's provenance does not match the current settings, so a rerun
+after an interruption finishes only what is missing. A partition Dagster has never seen
+(a new instance over DVC-pulled artifacts) runs, and the asset keeps a stored artifact
+whose provenance is current instead of recomputing it.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class Runner:
         self.ws = ws
         self.instance = _instance(ws)
         self.assets = [*dg.load_assets_from_modules(ASSET_MODULES), *dg.load_asset_checks_from_modules(ASSET_MODULES)]
+        self.defs = definitions.defs
         self.resources = definitions.defs.resources
         self.unavailable: list[str] = []  # sources that are not on this machine: skipped, said, not failures
         self.failed: list[str] = []
@@ -95,6 +99,12 @@ class Runner:
         if not result.success:
             (self.unavailable if unavailable else self.failed).append(f"{label}: {_first_error(result)}")
         return result.success
+
+    def staleness(self):
+        """Dagster's stale status of every partition, as of now."""
+        from pipelines.staleness import Staleness
+
+        return Staleness(self.instance, self.defs)
 
 
 def _recorded_unavailable(record: Path | None, *, since: float) -> bool:
@@ -187,19 +197,24 @@ def main(argv: list[str] | None = None) -> int:
             per_partition += ["oracle_exits"]  # needs top-1 agreement, not in a cosine-only run
     if per_partition:
         print(" → ".join(per_partition), flush=True)
+    staleness = runner.staleness()  # after the inputs ran: their data versions are current
     for model_id in models if per_partition else []:
         for workload_id in workloads:
             selection, note = list(per_partition), ""
-            workload = workload_registry.get(workload_id)
-            if "token_layer_stats" in selection and not args.force and stages.token_stats_fresh(ws, model_id, workload, settings):
-                selection.remove("token_layer_stats")
-                note = " (stats fresh)"
+            key = model_workload_key(model_id, workload_id)
+            if "token_layer_stats" in selection and not args.force:
+                why = _why_run_stats(ws, staleness, model_id, workload_registry.get(workload_id), settings)
+                if why is None:
+                    selection.remove("token_layer_stats")
+                    note = " (stats fresh)"
+                else:
+                    note = f" ({why})"
             if not selection:
                 print(f"  {model_id} × {workload_id}{note}", flush=True)
                 continue
             if "token_layer_stats" not in selection and not ws.partition_path(stages.TOKEN_STATS, model_id, workload_id).is_file():
                 continue
-            runner.run(selection, model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}{note}", force=args.force)
+            runner.run(selection, key, f"{model_id} × {workload_id}{note}", force=args.force)
 
     if "exits" in stages_to_run:
         _run_exits(runner, ws, models, [w for w in graded_workload_partitions.get_partition_keys() if w in workloads],
@@ -221,7 +236,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok and not runner.failed else 1
 
 
-def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[str], workload_registry, *, force: bool) -> None:
+def _why_run_stats(ws: Workspace, staleness, model_id: str, workload, settings) -> str | None:
+    """Why a stats partition needs a run, or None when it is fresh: Dagster's stale status
+    first, then the stored provenance, which also sees what Dagster cannot (a launchpad run
+    with other settings, an artifact deleted or replaced by hand)."""
+    from assets.partitions import model_workload_key
+    from eexit_core import stages
+
+    why = staleness.why_stale(stages.TOKEN_STATS, model_workload_key(model_id, workload.workload_id))
+    if why is None and not stages.token_stats_fresh(ws, model_id, workload, settings):
+        why = "stored stats made from other inputs or settings"
+    return why
+
+
+def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[str], workload_registry, *,
+               force: bool) -> None:
     from assets.partitions import model_workload_key
     from eexit_core import stages
 
@@ -233,14 +262,18 @@ def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[st
 
     config = ExitAccuracyConfig()
     settings = config.exit_settings()
+    staleness = runner.staleness()
     print(f"exit_accuracy ({config.sweep} sweep)", flush=True)
     for model_id in models:
         for workload_id in graded:
-            workload = workload_registry.get(workload_id)
-            if not force and stages.exit_accuracy_fresh(ws, model_id, workload, settings):
+            key = model_workload_key(model_id, workload_id)
+            why = "forced" if force else staleness.why_stale(stages.EXIT_ACCURACY, key)
+            if why is None and not stages.exit_accuracy_fresh(ws, model_id, workload_registry.get(workload_id), settings):
+                why = "stored results made from other items or settings"
+            if why is None:
                 print(f"  {model_id} × {workload_id} (exits fresh)", flush=True)
                 continue
-            runner.run(["exit_accuracy"], model_workload_key(model_id, workload_id), f"{model_id} × {workload_id}", force=force)
+            runner.run(["exit_accuracy"], key, f"{model_id} × {workload_id} ({why})", force=force)
 
 
 def _print_scores(ws: Workspace) -> None:

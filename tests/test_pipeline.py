@@ -200,7 +200,7 @@ def _assert_dagster_versions(root: Path) -> None:
     instance = dg.DagsterInstance.from_config(str(root / ".dagster"))
     expected = {
         "token_layer_stats": (stages.lens_code_version(), stages.token_stats_data_version),
-        "exit_accuracy": (stages.exit_code_version(), stages.exit_accuracy_data_version),
+        "exit_accuracy": (stages.exit_asset_code_version(), stages.exit_accuracy_data_version),
     }
     for asset, (code_version, data_version_of) in expected.items():
         records = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
@@ -210,6 +210,34 @@ def _assert_dagster_versions(root: Path) -> None:
             model_id, workload_id = materialization.partition.split("|")  # dimensions in name order
             assert materialization.tags["dagster/code_version"] == code_version
             assert materialization.tags["dagster/data_version"] == data_version_of(ws, model_id, workload_id)
+    assert _stale_partitions(root) == {}  # what a run just made is fresh in the UI
+
+
+_STALE_SCRIPT = """
+import json
+import dagster as dg
+from pipelines import definitions
+from pipelines.staleness import Staleness
+
+staleness = Staleness(dg.DagsterInstance.get(), definitions.defs)
+found = {}
+for asset in ("token_layer_stats", "exit_accuracy"):
+    for key in definitions.defs.get_assets_def(asset).partitions_def.get_partition_keys():
+        why = staleness.why_stale(asset, key)
+        if key.startswith("tiny-llama|") and why is not None:
+            found[f"{asset}[{key}]"] = why
+print(json.dumps(found))
+"""
+
+
+def _stale_partitions(root: Path) -> dict[str, str]:
+    """The tiny model's measured partitions that Dagster's UI shows stale or missing, and why."""
+    env = {**os.environ, "EEXIT_ROOT": str(root), "DAGSTER_HOME": str(root / ".dagster"),
+           "EEXIT_MODELS": "tiny-llama,hub-only"}
+    result = subprocess.run([sys.executable, "-c", _STALE_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _store_snapshot(root: Path) -> dict[str, bytes]:
@@ -245,6 +273,39 @@ def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
     assert [name for name in snapshot if rerun[name] != snapshot[name]] == []
     leftovers = [p for p in (tiny_workspace / "data").rglob("*.tmp")]
     assert leftovers == []
+
+
+def test_a_changed_workload_entry_marks_only_its_partition_stale_and_reruns_it(tiny_workspace):
+    """Dagster decides what reruns: a registry change that leaves the prompt texts alone
+    (shakespeare's max_tokens) gives its prompts a new data version, Dagster marks that one
+    stats partition stale (what the UI shows) and the runner recomputes it alone."""
+    import re
+
+    from eexit_core.storage.artifacts import read_parquet_metadata
+
+    if not (tiny_workspace / "data" / "results.duckdb").exists():  # run alone (-k)
+        assert _run(tiny_workspace).returncode == 0
+    registry = tiny_workspace / "data" / "registry" / "workloads.yaml"
+    original = registry.read_text()
+    shakespeare = original.index("workload_id: shakespeare")
+    stats_file = tiny_workspace / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__shakespeare.parquet"
+    try:
+        registry.write_text(original[:shakespeare] + original[shakespeare:].replace("max_tokens: 24", "max_tokens: 20", 1))
+        assert _run(tiny_workspace, "--stage", "prompts").returncode == 0
+        stale = _stale_partitions(tiny_workspace)
+        assert list(stale) == ["token_layer_stats[tiny-llama|shakespeare]"], stale
+        assert "workload_prompts" in stale["token_layer_stats[tiny-llama|shakespeare]"]
+        result = _run(tiny_workspace, "--stage", "stats")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "tiny-llama × humaneval (stats fresh)" in result.stdout
+        assert re.search(r"tiny-llama × shakespeare \(.*workload_prompts.*\)\s+ok", result.stdout), result.stdout
+        assert read_parquet_metadata(stats_file)["max_tokens"] == 20
+        assert _stale_partitions(tiny_workspace) == {}
+    finally:
+        registry.write_text(original)
+        assert _run(tiny_workspace, "--stage", "prompts").returncode == 0
+        assert _run(tiny_workspace, "--stage", "stats").returncode == 0
+    assert read_parquet_metadata(stats_file)["max_tokens"] == 24
 
 
 def test_changing_the_lens_engine_recomputes_the_stats_with_the_same_numbers(tiny_workspace):

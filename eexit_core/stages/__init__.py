@@ -18,12 +18,14 @@ from eexit_core.stages.exit_accuracy import (
     build_exit_accuracy,
     exit_accuracy_data_version,
     exit_accuracy_fresh,
+    exit_asset_code_version,
     exit_code_modules,
     exit_code_version,
+    plan_exit_accuracy,
 )
 from eexit_core.stages.layer_similarity import build_layer_similarity
 from eexit_core.stages.oracle_exits import build_oracle_exits
-from eexit_core.stages.prompts import build_workload_prompts
+from eexit_core.stages.prompts import build_workload_prompts, prompts_data_version
 from eexit_core.stages.results import ScoreSettings, build_eas_scores, compute_eas, eas_table, exit_tables
 from eexit_core.stages.token_stats import (
     LensSettings,
@@ -36,10 +38,11 @@ from eexit_core.stages.token_stats import (
 )
 
 __all__ = [
-    "EXIT_ACCURACY", "EXIT_ITEMS", "LAYER_SIMILARITY", "ORACLE_EXITS", "TOKEN_STATS", "LensSettings", "MissingUpstreamError",
-    "ScoreSettings", "build_eas_scores", "build_exit_accuracy", "build_layer_similarity", "build_model_checkpoint",
-    "build_oracle_exits", "build_token_layer_stats", "build_workload_prompts", "compute_eas", "eas_table",
-    "exit_accuracy_data_version", "exit_accuracy_fresh", "exit_code_modules", "exit_code_version", "exit_tables",
-    "lens_code_version", "lens_modules", "lens_version", "read_checkpoint", "registries", "token_stats_data_version",
-    "token_stats_fresh",
+    "EXIT_ACCURACY", "EXIT_ITEMS", "LAYER_SIMILARITY", "LensSettings", "MissingUpstreamError", "ORACLE_EXITS",
+    "ScoreSettings", "TOKEN_STATS", "build_eas_scores", "build_exit_accuracy", "build_layer_similarity",
+    "build_model_checkpoint", "build_oracle_exits", "build_token_layer_stats", "build_workload_prompts",
+    "compute_eas", "eas_table", "exit_accuracy_data_version", "exit_accuracy_fresh",
+    "exit_asset_code_version", "exit_code_modules", "exit_code_version", "exit_tables", "lens_code_version",
+    "lens_modules", "lens_version", "plan_exit_accuracy", "prompts_data_version", "read_checkpoint", "registries",
+    "token_stats_data_version", "token_stats_fresh",
 ]

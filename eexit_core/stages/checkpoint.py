@@ -8,18 +8,15 @@ from pathlib import Path
 from eexit_core.models.checkpoints import Checkpoint, ModelUnavailableError, prepare_checkpoint
 from eexit_core.registry import ModelEntry
 from eexit_core.stages.common import _require
-from eexit_core.storage.artifacts import write_json
+from eexit_core.storage.artifacts import availability_recorded, write_json
 from eexit_core.storage.workspace import Workspace
 
 
 def build_model_checkpoint(ws: Workspace, entry: ModelEntry, *, allow_download: bool = False) -> Checkpoint:
     """Prepare the model's weights and record whether they are available."""
     record = ws.checkpoint_record(entry.model_id)
-    try:
+    with availability_recorded(record, {"model_id": entry.model_id}, ModelUnavailableError):
         checkpoint = prepare_checkpoint(entry, models_dir=ws.models_dir, cache_dir=ws.cache_dir / "gguf", allow_download=allow_download)
-    except ModelUnavailableError as exc:
-        write_json({"model_id": entry.model_id, "available": False, "reason": str(exc)}, record)
-        raise
     _check_depth(entry, checkpoint)
     write_json(
         {"model_id": entry.model_id, "available": True, "path": _portable(ws, checkpoint.path),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -34,7 +34,26 @@ def exit_code_version() -> str:
     return sha256_text(*(path.read_text() for path in exit_code_modules()))[:16]
 
 
-def _exit_items(ws: Workspace, workload: WorkloadEntry, settings: ExitSweepSettings) -> tuple[list, str]:
+def exit_asset_code_version(settings: ExitSweepSettings = ExitSweepSettings()) -> str:
+    """The Dagster code version of `exit_accuracy`: its code and the sweep it runs, from the
+    deployment's default settings (EEXIT_EXIT_SWEEP), so a new sweep marks it stale in the UI."""
+    return sha256_text(exit_code_version(), _sweep_key(settings))[:16]
+
+
+def _sweep_key(settings: ExitSweepSettings) -> str:
+    return json.dumps(asdict(settings), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ExitPlan:
+    """The graded items of one partition and the provenance a result made from them carries:
+    drawn once, then used to decide freshness and to compute."""
+
+    items: list
+    meta: dict
+
+
+def plan_exit_accuracy(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: ExitSweepSettings) -> ExitPlan:
     from eexit_core.evaluation.grading import graded_items
     from eexit_core.workloads.prompts import load_prompts
 
@@ -43,7 +62,8 @@ def _exit_items(ws: Workspace, workload: WorkloadEntry, settings: ExitSweepSetti
     prompts = load_prompts(workload, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads",
                            n_prompts=settings.items_needed(workload.grader))
     items = graded_items(prompts, workload.grader)
-    return items, sha256_text(*(f"{i.prompt_id}\x00{i.prompt}\x00{i.reference}" for i in items))
+    checksum = sha256_text(*(f"{i.prompt_id}\x00{i.prompt}\x00{i.reference}" for i in items))
+    return ExitPlan(items, _exit_meta(ws, model_id, workload, checksum, settings))
 
 
 def _exit_meta(ws: Workspace, model_id: str, workload: WorkloadEntry, items_checksum: str, settings: ExitSweepSettings) -> dict:
@@ -54,7 +74,7 @@ def _exit_meta(ws: Workspace, model_id: str, workload: WorkloadEntry, items_chec
         "model_checksum": record.get("checksum"),
         "workload_checksum": items_checksum,
         "seed": workload.seed,
-        "settings": json.dumps(asdict(settings), sort_keys=True),
+        "settings": _sweep_key(settings),
         "code_version": code_version(),
     }
 
@@ -67,32 +87,32 @@ def exit_accuracy_data_version(ws: Workspace, model_id: str, workload_id: str) -
     return data_version(read_parquet_metadata(ws.partition_path(EXIT_ACCURACY, model_id, workload_id)), EXIT_VERSION_FIELDS)
 
 
-def exit_accuracy_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: ExitSweepSettings) -> bool:
+def exit_accuracy_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: ExitSweepSettings,
+                        plan: ExitPlan | None = None) -> bool:
     """True when stored exit accuracy came from the current checkpoint, items, code and settings."""
     path = ws.partition_path(EXIT_ACCURACY, model_id, workload.workload_id)
     if not (path.is_file() and ws.checkpoint_record(model_id).is_file()):
         return False
-    stored = read_parquet_metadata(path)
     try:
-        _, checksum = _exit_items(ws, workload, settings)
+        plan = plan or plan_exit_accuracy(ws, model_id, workload, settings)
     except (ValueError, FileNotFoundError):
         return False
-    current = _exit_meta(ws, model_id, workload, checksum, settings)
-    return all(stored.get(k) == current[k] for k in EXIT_VERSION_FIELDS)
+    stored = read_parquet_metadata(path)
+    return all(stored.get(k) == plan.meta[k] for k in EXIT_VERSION_FIELDS)
 
 
 def build_exit_accuracy(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
                         settings: ExitSweepSettings = ExitSweepSettings(), device: str = "cpu",
-                        progress=None) -> pl.DataFrame:
+                        progress=None, plan: ExitPlan | None = None) -> pl.DataFrame:
     """Static exits, dynamic policies and the per-item oracle of one model on one graded
     workload: the `exit_accuracy` summary and the per-item `exit_items` table."""
     from eexit_core.evaluation.exit_accuracy import evaluate_exits
 
-    items, checksum = _exit_items(ws, workload, settings)
+    plan = plan or plan_exit_accuracy(ws, model.model_id, workload, settings)
+    items, meta = plan.items, plan.meta
     checkpoint = read_checkpoint(ws, model.model_id)
     lm, tokenizer = load_model(checkpoint, device=device)
     per_item, summary = evaluate_exits(lm, tokenizer, items, settings, progress=progress or log.info, hidden_paths=(ws.root,))
-    meta = _exit_meta(ws, model.model_id, workload, checksum, settings)
     keys = [pl.lit(model.model_id).alias("model_id"), pl.lit(workload.workload_id).alias("workload_id")]
     provenance = _provenance_columns(meta)
     by_id = {i.prompt_id: i for i in items}

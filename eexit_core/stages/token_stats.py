@@ -102,10 +102,13 @@ def lens_version(engine: str = settings_defaults.LENS_ENGINE) -> str:
     return sha256_text(*(path.read_text() for path in lens_modules(engine)))[:16]
 
 
-def lens_code_version() -> str:
-    """The code version of the `token_layer_stats` asset: every lens engine's code (the
-    stored stats record the engine-specific `lens_version` that decides their freshness)."""
-    return lens_version("kernel")
+def lens_code_version(settings: LensSettings = LensSettings()) -> str:
+    """The Dagster code version of `token_layer_stats`: the lens code of the chosen engine
+    and the settings that change what it computes (not batch size or device). Built from
+    the deployment's default settings, so changing EEXIT_LENS_ENGINE or EEXIT_STATS marks
+    every stats partition stale in the UI, as a code change does."""
+    stats = list(settings.stats) if settings.stats else None
+    return sha256_text(lens_version(settings.engine), settings.engine, str(settings.top_k), json.dumps(stats))[:16]
 
 
 # the stored fields that decide a stats partition's content (its Dagster data version)

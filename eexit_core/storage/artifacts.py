@@ -108,6 +108,18 @@ def write_json(payload: Any, target: Path) -> Path:
     return target
 
 
+@contextmanager
+def availability_recorded(record: Path, identity: dict[str, str], unavailable: type[Exception]) -> Iterator[None]:
+    """Record that a source (a model's weights, a workload's data package) is missing here
+    when the block raises `unavailable`, then re-raise: the runner tells such a partition
+    apart from a failure by this record, and the results store lists the reason."""
+    try:
+        yield
+    except unavailable as exc:
+        write_json({**identity, "available": False, "reason": str(exc)}, record)
+        raise
+
+
 def write_text(text: str, target: Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

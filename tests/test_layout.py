@@ -115,3 +115,18 @@ def test_ruff_is_clean():
                             capture_output=True, text=True, timeout=300)
     assert "No module named ruff" not in result.stderr, "ruff is missing: `make setup` installs the test extra"
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_the_tests_mirror_the_code():
+    """Each test folder is named after the code it tests: an eexit_core subpackage, or a
+    top-level package (pipelines, assets); each top-level test module after a top-level
+    module, tool or document. A renamed subpackage leaves its tests' folder behind here."""
+    code_packages = {p.parent.name for p in (REPO / "eexit_core").glob("*/__init__.py")}
+    test_folders = {p.parent.name for p in (REPO / "tests").glob("*/__init__.py")}
+    assert test_folders - code_packages - {"pipelines", "assets"} == set()
+    assert {"analysis", "lens", "models", "evaluation", "storage", "workloads", "decoding"} <= test_folders
+    for folder in test_folders:
+        assert list((REPO / "tests" / folder).glob("test_*.py")), f"tests/{folder}/ holds no tests"
+    top_level = {p.stem.removeprefix("test_") for p in (REPO / "tests").glob("test_*.py")}
+    subjects = {p.stem for p in (REPO / "eexit_core").glob("*.py")} | {"layout", "lock", "readme", "tolerance", "benchmarks"}
+    assert top_level - subjects == set(), "a test of a subpackage's module belongs in its folder"

@@ -9,7 +9,7 @@ import pytest
 
 from eexit_core.lens.engine import STAT_COLUMNS, token_layer_stats
 from tests.conftest import TEXTS
-from tests.test_lens import _key, brute_force
+from tests.lens.test_engine import _key, brute_force
 from tests.tolerance import UNIT_ROUNDOFF_F32, Float32Tolerance, assert_within
 
 PERTURBATION = 1e-4

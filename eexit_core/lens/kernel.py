@@ -19,7 +19,7 @@ running reductions:
   program skips the counting on tiles where no logit beats a still-undecided token
   (92-97 % of tiles on the embedded models).
 
-The same arithmetic as `lens._layer_stats`, in a different order; `tests/test_lens_kernel.py`
+The same arithmetic as `lens._layer_stats`, in a different order; `tests/lens/test_kernel.py`
 checks it against the eager engine through Triton's CPU interpreter (float32). On a GPU
 the tiles multiply in the model's half precision with float32 accumulation, as the eager
 engine's `ExitHead.logits_into` does.

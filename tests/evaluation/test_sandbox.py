@@ -25,8 +25,9 @@ import pytest
 
 from eexit_core.evaluation.sandbox import SandboxLimits, humaneval_program, run_python, sandbox_report
 from eexit_core.evaluation.sandbox import supervisor as sandbox
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO  # the project tree model-written code must not see
 FAST = SandboxLimits(timeout_s=3.0, cpu_s=3, memory_bytes=512 << 20)
 REPORT = sandbox_report()
 

@@ -5,6 +5,7 @@ import dagster as dg
 import polars as pl
 
 from assets.config import ScoresConfig
+from assets.partitions import model_partitions, workload_partitions
 from assets.resources import EexitResource
 from eexit_core.analysis import checks
 from eexit_core.stages import build_eas_scores, eas_table
@@ -47,15 +48,22 @@ _CHECKS = [dg.AssetCheckSpec(_check_name(table), asset=_key(table),
 
 
 @dg.multi_asset(name="eas_scores", specs=_SPECS, check_specs=_CHECKS)
-def eas_scores(eexit: EexitResource, config: ScoresConfig):
+def eas_scores(context: dg.AssetExecutionContext, eexit: EexitResource, config: ScoresConfig):
     """EAS per model × workload × metric × alpha, then every store table in one transaction;
     each table is checked as it was stored."""
     ws = eexit.workspace
-    scores = build_eas_scores(ws, config.score_settings())
+    scores, published = build_eas_scores(ws, config.score_settings(), model_ids=model_partitions.get_partition_keys(),
+                                          workload_ids=workload_partitions.get_partition_keys())
+    for line in published.excluded:
+        context.log.warning(f"not published: {line}")
+        print(f"    not published: {line}", flush=True)  # the runner's console shows Dagster warnings only
     table = eas_table(scores)
     for name in STORE_TABLES:
         stored = store.read_table(ws.results_db, name)
-        metadata: dict = {"rows": stored.height, "results_db": dg.MetadataValue.path(str(ws.results_db))}
+        metadata: dict = {"rows": stored.height, "results_db": dg.MetadataValue.path(str(ws.results_db)),
+                          "not_published": len(published.excluded)}
+        if published.excluded:
+            metadata["not_published_partitions"] = dg.MetadataValue.md("\n".join(f"- {x}" for x in published.excluded))
         if name == "eas_scores":
             metadata["eas_logit_cos_alpha_0.5"] = dg.MetadataValue.md(
                 _markdown(table.select("model_id", "workload_id", "logit_cos", "eas_ideal", "eas_relative")))

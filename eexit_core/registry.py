@@ -182,6 +182,19 @@ class WorkloadEntry(_Strict):
         False, description="render through the model's chat template where it has one"
     )
 
+    def measured_fields(self) -> dict:
+        """The fields that change what is measured on the workload; `description` and
+        `domain` only label it, so editing them recomputes nothing."""
+        return computation_fields(self.model_dump(mode="json"))
+
+
+def computation_fields(dumped_entry: dict | None) -> dict:
+    """A dumped workload entry without its labels: what stored artifacts are compared on."""
+    return {k: v for k, v in (dumped_entry or {}).items() if k not in _WORKLOAD_LABELS}
+
+
+_WORKLOAD_LABELS = ("description", "domain")
+
 
 class WorkloadRegistry(_Strict):
     workloads: list[WorkloadEntry]

@@ -128,5 +128,5 @@ def test_the_tests_mirror_the_code():
     for folder in test_folders:
         assert list((REPO / "tests" / folder).glob("test_*.py")), f"tests/{folder}/ holds no tests"
     top_level = {p.stem.removeprefix("test_") for p in (REPO / "tests").glob("test_*.py")}
-    subjects = {p.stem for p in (REPO / "eexit_core").glob("*.py")} | {"layout", "lock", "readme", "tolerance", "benchmarks"}
+    subjects = {p.stem for p in (REPO / "eexit_core").glob("*.py")} | {"layout", "lock", "readme", "tolerance", "benchmarks", "faults"}
     assert top_level - subjects == set(), "a test of a subpackage's module belongs in its folder"

@@ -34,8 +34,10 @@ def build_workload_prompts(ws: Workspace, entry: WorkloadEntry, n_prompts: int |
 def prompts_data_version(ws: Workspace, workload_id: str) -> str:
     """The prompts' Dagster data version: their checksum and the registry entry they were
     drawn under, since fields that leave the text alone (max_tokens, grader, chat_template)
-    still change what the downstream stages compute."""
+    still change what the downstream stages compute; its labels (description, domain) do not."""
     import json
 
+    from eexit_core.registry import computation_fields
+
     meta = read_parquet_metadata(ws.prompts_path(workload_id))
-    return sha256_text(meta["checksum"], json.dumps(meta.get("entry"), sort_keys=True))[:16]
+    return sha256_text(meta["checksum"], json.dumps(computation_fields(meta.get("entry")), sort_keys=True))[:16]

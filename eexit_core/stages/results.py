@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -21,6 +22,7 @@ from eexit_core.stages.common import (
     MissingUpstreamError,
     registries,
 )
+from eexit_core.stages.publishable import Publishable, publishable
 from eexit_core.storage import store
 from eexit_core.storage.workspace import Workspace
 
@@ -34,12 +36,11 @@ class ScoreSettings:
     seed: int = 0  # bootstrap seed of the RQ1 intervals
 
 
-def _concat_partitions(ws: Workspace, asset: str, empty_schema: dict | None = None) -> pl.DataFrame:
-    """Every partition file of an asset in one frame (with `empty_schema` if there are none)."""
-    files = sorted((ws.artifacts_dir / asset).glob("*.parquet"))
+def _concat_partitions(files: list[Path], empty_schema: dict | None = None) -> pl.DataFrame:
+    """The partition files in one frame, in path order (with `empty_schema` if there are none)."""
     if not files:
         return pl.DataFrame(schema=empty_schema)
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    return pl.concat([pl.read_parquet(f) for f in sorted(files)], how="diagonal_relaxed")
 
 
 def compute_eas(similarity: pl.DataFrame, reference: str | None, settings: ScoreSettings) -> pl.DataFrame:
@@ -70,11 +71,14 @@ def _models_table(ws: Workspace, models: ModelRegistry) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _workloads_table(ws: Workspace, workloads: WorkloadRegistry) -> pl.DataFrame:
+def _workloads_table(ws: Workspace, workloads: WorkloadRegistry, published: Publishable) -> pl.DataFrame:
+    """Every registered workload; n_prompts counts the published prompts, or for a workload
+    whose prompts are not published (not selected, not run) the number a run draws."""
     rows = []
+    prompt_files = set(published.paths("prompts"))
     for entry in workloads.workloads:
         path = ws.prompts_path(entry.workload_id)
-        n = pl.scan_parquet(path).select(pl.len()).collect().item() if path.is_file() else None
+        n = pl.scan_parquet(path).select(pl.len()).collect().item() if path in prompt_files else entry.n_prompts
         record_path = ws.prompts_record(entry.workload_id)
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         rows.append({
@@ -97,40 +101,45 @@ EXIT_ACCURACY_SCHEMA = {"model_id": pl.String, "workload_id": pl.String, **SUMMA
 EXIT_ITEMS_SCHEMA = {"model_id": pl.String, "workload_id": pl.String, **ITEM_SCHEMA}
 
 
-def exit_tables(ws: Workspace, similarity: pl.DataFrame, settings: ScoreSettings) -> dict[str, pl.DataFrame]:
+def exit_tables(published: Publishable, similarity: pl.DataFrame, settings: ScoreSettings) -> dict[str, pl.DataFrame]:
     """Exit accuracy, its per-item rows, the max-skip table (RQ3) and RQ1's correlations."""
     from eexit_core.analysis.predictiveness import similarity_accuracy_correlation, skip_table
 
-    accuracy = _concat_partitions(ws, EXIT_ACCURACY, EXIT_ACCURACY_SCHEMA)
-    items = _concat_partitions(ws, EXIT_ITEMS, EXIT_ITEMS_SCHEMA)
+    accuracy = _concat_partitions(published.paths(EXIT_ACCURACY), EXIT_ACCURACY_SCHEMA)
+    items = _concat_partitions(published.paths(EXIT_ITEMS), EXIT_ITEMS_SCHEMA)
+    oracle = _concat_partitions(published.paths(ORACLE_EXITS), ORACLE_SCHEMA)
     metrics = [m for m in settings.metrics if m in similarity.columns]
     return {
         "exit_accuracy": accuracy,
         "exit_items": items,
-        "exit_skip_bounds": skip_table(accuracy, _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA), settings.tolerance, items),
+        "exit_skip_bounds": skip_table(accuracy, oracle, settings.tolerance, items),
         "similarity_accuracy_correlation": similarity_accuracy_correlation(similarity, items, metrics, seed=settings.seed),
     }
 
 
-def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings()) -> pl.DataFrame:
-    """Compute EAS from every layer_similarity partition and publish the results store."""
+def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings(), *, model_ids: list[str] | None = None,
+                     workload_ids: list[str] | None = None) -> tuple[pl.DataFrame, Publishable]:
+    """Compute EAS from the current layer_similarity partitions of the selected models and
+    workloads (every registered one by default) and publish the results store. Returns the
+    scores and what was published (with the stale partitions left out, and why)."""
     models, workloads = registries(ws)
-    similarity = _concat_partitions(ws, LAYER_SIMILARITY)
+    published = publishable(ws, models, workloads, model_ids=model_ids, workload_ids=workload_ids)
+    similarity = _concat_partitions(published.paths(LAYER_SIMILARITY))
     if similarity.is_empty():
-        raise MissingUpstreamError("no layer_similarity partitions yet: materialise layer_similarity first")
+        detail = f" ({len(published.excluded)} stale: {published.excluded[0]} …)" if published.excluded else ""
+        raise MissingUpstreamError(f"no current layer_similarity partitions yet{detail}: materialise layer_similarity first")
     scores = compute_eas(similarity, models.reference_model, settings)
-    token_glob = ws.artifacts_dir / TOKEN_STATS / "*.parquet"
     store.publish(
         ws.results_db,
         {
             "models": _models_table(ws, models),
-            "workloads": _workloads_table(ws, workloads),
-            "prompts": _concat_partitions(ws, "prompts"),
+            "workloads": _workloads_table(ws, workloads, published),
+            "prompts": _concat_partitions(published.paths("prompts")),
             "layer_similarity": similarity,
-            "oracle_exits": _concat_partitions(ws, ORACLE_EXITS, ORACLE_SCHEMA),
+            "oracle_exits": _concat_partitions(published.paths(ORACLE_EXITS), ORACLE_SCHEMA),
             "eas_scores": scores,
-            **exit_tables(ws, similarity, settings),
+            **exit_tables(published, similarity, settings),
         },
-        token_stats_glob=str(token_glob.relative_to(ws.root)) if any(token_glob.parent.glob("*.parquet")) else None,
+        token_stats_files=[str(path.relative_to(ws.root)) for path in sorted(published.paths(TOKEN_STATS))],
     )
-    return scores
+    return scores, published

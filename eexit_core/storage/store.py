@@ -42,8 +42,11 @@ def _check_keys(name: str, frame: pl.DataFrame) -> None:
         raise ValueError(f"table {name!r} has duplicate keys, e.g. {dupes.row(0)}")
 
 
-def publish(db_path: Path, tables: Mapping[str, pl.DataFrame], *, token_stats_glob: str | None = None) -> None:
-    """Replace `tables` (and the token stats view) in one transaction."""
+def publish(db_path: Path, tables: Mapping[str, pl.DataFrame], *, token_stats_files: list[str] | None = None) -> None:
+    """Replace `tables` and the token stats view in one transaction. The view reads exactly
+    `token_stats_files` (paths relative to the project root, where the store is queried
+    from); an empty list drops it, so it never shows partitions the tables leave out, and
+    None leaves it as it is."""
     for name, frame in tables.items():
         _check_keys(name, frame)
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,12 +57,13 @@ def publish(db_path: Path, tables: Mapping[str, pl.DataFrame], *, token_stats_gl
             con.register("_incoming", frame.to_arrow())
             con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
             con.unregister("_incoming")
-        if token_stats_glob is not None:
-            # relative to the working directory: query the store from the project root
-            con.execute(
-                f"CREATE OR REPLACE VIEW {TOKEN_STATS_VIEW} AS "
-                f"SELECT * FROM read_parquet('{token_stats_glob}', union_by_name = true)"
-            )
+        if token_stats_files is None:
+            pass
+        elif token_stats_files:
+            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in token_stats_files)
+            con.execute(f"CREATE OR REPLACE VIEW {TOKEN_STATS_VIEW} AS SELECT * FROM read_parquet([{listed}], union_by_name = true)")
+        else:
+            con.execute(f"DROP VIEW IF EXISTS {TOKEN_STATS_VIEW}")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

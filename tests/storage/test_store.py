@@ -31,9 +31,9 @@ def test_failed_publish_keeps_the_old_tables(tmp_path):
 def test_error_mid_transaction_rolls_back(tmp_path, monkeypatch):
     db = tmp_path / "results.duckdb"
     store.publish(db, {"models": pl.DataFrame({"model_id": ["a"]})})
-    bad_view_glob = str(tmp_path / "nothing-here" / "*.parquet")
+    missing = str(tmp_path / "nothing-here" / "m.parquet")
     with pytest.raises(duckdb.Error):
-        store.publish(db, {"models": pl.DataFrame({"model_id": ["b"]})}, token_stats_glob=bad_view_glob)
+        store.publish(db, {"models": pl.DataFrame({"model_id": ["b"]})}, token_stats_files=[missing])
     assert store.read_table(db, "models")["model_id"].to_list() == ["a"]
 
 
@@ -41,5 +41,12 @@ def test_token_stats_view_reads_parquet(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "parts").mkdir()
     pl.DataFrame({"model_id": ["m"], "layer": [1], "logit_cos": [0.5]}).write_parquet(tmp_path / "parts" / "m.parquet")
-    store.publish(tmp_path / "r.duckdb", {}, token_stats_glob="parts/*.parquet")
-    assert store.query(tmp_path / "r.duckdb", "select logit_cos from token_layer_stats").item() == 0.5
+    pl.DataFrame({"model_id": ["gone"], "layer": [1], "logit_cos": [0.1]}).write_parquet(tmp_path / "parts" / "gone.parquet")
+    db = tmp_path / "r.duckdb"
+    store.publish(db, {}, token_stats_files=["parts/m.parquet"])
+    # exactly the files named: a stale or deregistered partition beside them is not shown
+    assert store.query(db, "select model_id, logit_cos from token_layer_stats").rows() == [("m", 0.5)]
+    store.publish(db, {"models": pl.DataFrame({"model_id": ["m"]})})  # None: the view stays
+    assert store.query(db, "select count(*) as n from token_layer_stats").item() == 1
+    store.publish(db, {}, token_stats_files=[])  # nothing current: no view, not an old one
+    assert store.query(db, "select count(*) as n from information_schema.tables where table_name = 'token_layer_stats'").item() == 0

@@ -1,0 +1,165 @@
+"""Faults a real workspace meets, injected into copies of one finished tiny run: nothing
+stale is published. A partition whose inputs changed after it was computed (a registry
+entry, a checkpoint, the code), or whose rebuild failed and left the old file, is left out
+of the results store and named; a subset run and a deregistered model publish only the
+selected, registered models.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from eexit_core.stages import registries
+from eexit_core.stages.publishable import publishable
+from eexit_core.storage.artifacts import read_parquet_metadata, write_parquet
+from eexit_core.storage.workspace import Workspace
+from tests.pipelines.test_run import _run, tiny_workspace  # noqa: F401  (a module fixture of its own here)
+
+MEASURED = ("token_layer_stats", "layer_similarity", "oracle_exits", "exit_accuracy", "exit_items")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_workspace) -> Path:  # noqa: F811
+    result = _run(tiny_workspace)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tiny_workspace
+
+
+@pytest.fixture
+def workspace(finished_run, tmp_path) -> Path:
+    """A copy of the finished run to break (its Dagster history included)."""
+    root = tmp_path / "ws"
+    shutil.copytree(finished_run, root, symlinks=True)
+    return root
+
+
+def _published(root: Path):
+    ws = Workspace(root)
+    models, workloads = registries(ws)
+    return publishable(ws, models, workloads, model_ids=["tiny-llama", "hub-only"])
+
+
+def _partitions(result, asset: str) -> list[str]:
+    return sorted(p.stem for p in result.paths(asset))
+
+
+def _edit_registry(root: Path, workload_id: str, old: str, new: str) -> None:
+    path = root / "data" / "registry" / "workloads.yaml"
+    text = path.read_text()
+    start = text.index(f"workload_id: {workload_id}")
+    path.write_text(text[:start] + text[start:].replace(old, new, 1))
+
+
+def test_an_untouched_run_publishes_every_partition(workspace):
+    """Also after a label edit: a workload's description and domain change nothing measured."""
+    _edit_registry(workspace, "shakespeare", "description: Shakespeare", "description: The Tempest, opening")
+    result = _published(workspace)
+    assert result.excluded == []
+    for asset in ("token_layer_stats", "layer_similarity", "oracle_exits"):
+        assert _partitions(result, asset) == ["tiny-llama__humaneval", "tiny-llama__shakespeare"], asset
+    assert _partitions(result, "exit_accuracy") == ["tiny-llama__humaneval"]
+
+
+def test_prompts_of_an_older_registry_entry_are_not_published(workspace):
+    """The entry changed and its prompts were not rebuilt (the rebuild failed, or was not
+    run): the old prompts and everything measured on them stay out, with the reason."""
+    _edit_registry(workspace, "shakespeare", "max_tokens: 24", "max_tokens: 24\n    seed: 7")
+    result = _published(workspace)
+    assert any(line.startswith("workload_prompts[shakespeare]: drawn under another registry entry") for line in result.excluded)
+    for asset in ("prompts", *MEASURED):
+        assert not [p for p in _partitions(result, asset) if "shakespeare" in p], asset
+    assert _partitions(result, "token_layer_stats") == ["tiny-llama__humaneval"]
+
+
+def test_measurements_of_another_checkpoint_are_not_published(workspace):
+    """The weights changed (a new checksum was recorded) but the stats and exits were not
+    recomputed: none of them is current."""
+    record = workspace / "data" / "artifacts" / "checkpoints" / "tiny-llama.json"
+    content = json.loads(record.read_text())
+    record.write_text(json.dumps({**content, "checksum": "0" * 64}))
+    result = _published(workspace)
+    for asset in MEASURED:
+        assert result.paths(asset) == [], asset
+    assert sum("computed from another checkpoint" in line for line in result.excluded) == 3  # 2 stats + 1 exits
+
+
+def test_similarity_from_other_stats_is_not_published(workspace):
+    """A layer_similarity file left from earlier stats (its rebuild failed after the stats
+    were recomputed) does not match the stats' provenance."""
+    path = workspace / "data" / "artifacts" / "layer_similarity" / "tiny-llama__humaneval.parquet"
+    meta = read_parquet_metadata(path)
+    write_parquet(pl.read_parquet(path), path, metadata={**meta, "lens_version": "older"})
+    result = _published(workspace)
+    assert result.excluded == ["layer_similarity[tiny-llama|humaneval]: computed from other token stats than the stored ones"]
+    assert _partitions(result, "layer_similarity") == ["tiny-llama__shakespeare"]
+    assert _partitions(result, "token_layer_stats") == ["tiny-llama__humaneval", "tiny-llama__shakespeare"]
+
+
+def test_stats_of_another_token_cap_are_not_published(workspace):
+    """Stats computed with another max_tokens than the registry's (the prompts are current)."""
+    path = workspace / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__shakespeare.parquet"
+    meta = read_parquet_metadata(path)
+    write_parquet(pl.read_parquet(path), path, metadata={**meta, "max_tokens": 999})
+    result = _published(workspace)
+    assert result.excluded == ["token_layer_stats[tiny-llama|shakespeare]: computed with max_tokens 999, the registry now says 24"]
+
+
+def test_the_results_stage_leaves_stale_partitions_out_and_says_so(workspace):
+    _edit_registry(workspace, "shakespeare", "max_tokens: 24", "max_tokens: 24\n    seed: 7")
+    result = _run(workspace, "--stage", "results")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "not published: workload_prompts[shakespeare]: drawn under another registry entry" in result.stdout
+    db = workspace / "data" / "results.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        workloads = {row[0] for row in con.sql("select distinct workload_id from eas_scores").fetchall()}
+        assert workloads == {"humaneval", "ALL"}
+        assert con.sql("select count(*) from prompts where workload_id = 'shakespeare'").fetchone()[0] == 0
+    _assert_view_models(workspace, {("tiny-llama", "humaneval")})
+
+
+def test_a_subset_run_and_a_deregistered_model_publish_only_the_selected_registered_models(workspace):
+    registry = workspace / "data" / "registry" / "models.yaml"
+    text = registry.read_text()
+    first = text[text.index("  - model_id: tiny-llama"):text.index("  - model_id: hub-only")]
+    registry.write_text(text + first.replace("model_id: tiny-llama", "model_id: tiny-twin")
+                        .replace("display_name: tiny random Llama", "display_name: its twin"))
+    both = _run(workspace, "--stage", "checkpoints", EEXIT_MODELS="tiny-llama,tiny-twin")
+    assert both.returncode == 0, both.stderr[-3000:]
+    both = _run(workspace, "--stage", "stats", EEXIT_MODELS="tiny-llama,tiny-twin")
+    assert both.returncode == 0, both.stderr[-3000:]
+    both = _run(workspace, "--stage", "results", EEXIT_MODELS="tiny-llama,tiny-twin")
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert _eas_models(workspace) == {"tiny-llama", "tiny-twin"}
+    subset = _run(workspace, "--stage", "results", EEXIT_MODELS="tiny-twin")
+    assert subset.returncode == 0, subset.stderr[-3000:]
+    assert _eas_models(workspace) == {"tiny-twin"}
+    assert "tiny-llama" not in subset.stdout.split("EAS at α = 0.5")[1]
+    registry.write_text(text)  # tiny-twin deregistered; its files are still on disk
+    alone = _run(workspace, "--stage", "results", EEXIT_MODELS="tiny-llama")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert _eas_models(workspace) == {"tiny-llama"}
+    _assert_view_models(workspace, {("tiny-llama", "humaneval"), ("tiny-llama", "shakespeare")})
+
+
+def _eas_models(root: Path) -> set[str]:
+    with duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True) as con:
+        return {row[0] for row in con.sql("select distinct model_id from eas_scores").fetchall()}
+
+
+def _assert_view_models(root: Path, expected: set[tuple[str, str]]) -> None:
+    import os
+
+    here = Path.cwd()
+    os.chdir(root)  # the view's paths are relative to the project root
+    try:
+        with duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True) as con:
+            pairs = set(con.sql("select distinct model_id, workload_id from token_layer_stats").fetchall())
+    finally:
+        os.chdir(here)
+    assert pairs == expected

@@ -23,7 +23,8 @@ Grader = Literal["none", "humaneval_exec", "numeric_exact", "multiple_choice_log
 
 
 class RegistryError(EexitError, ValueError):
-    """A registry file is malformed; the message names the file, line and field."""
+    """A registry file is malformed, or an entry contradicts what it registers; the message
+    names the file and the field (and the line, where the file itself is malformed)."""
 
 
 class _Strict(BaseModel):

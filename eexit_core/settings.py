@@ -23,6 +23,7 @@ ALPHAS = (0.25, 0.5, 0.75)  # EAS α values stored (0.5 is the paper's)
 TOLERANCE = 0.05  # relative accuracy loss allowed for the max skip ratio (the paper's 5 %)
 FALLBACK_REFERENCE = "smollm2-135m-instruct"  # eas_relative's reference when the registry's was not run
 EXIT_SWEEPS = ("cpu", "full")
+STORE_LOCK_WAIT_S = 60.0  # how long publishing waits for another process to release the results store
 
 
 @dataclass(frozen=True)

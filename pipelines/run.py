@@ -31,7 +31,9 @@ from pathlib import Path
 from eexit_core.storage.workspace import Workspace
 
 STAGES = ("prompts", "checkpoints", "stats", "exits", "results")
-_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger would print each failure's traceback twice (step and run);
+# the runner prints one line per failure and keeps the traceback in a file it names.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 _FORCEABLE = ("token_layer_stats", "exit_accuracy")  # assets whose Config has `force`
 
 
@@ -53,14 +55,36 @@ def _instance(ws: Workspace):
     return dg.DagsterInstance.get()
 
 
-def _first_error(result) -> str:
+def _first_error(result):
+    """The first failure's error (Dagster's serialisable error info), or None."""
     for event in result.all_events:
         error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
         if error is not None:
-            while error.cause is not None:
-                error = error.cause
-            return error.message.strip().splitlines()[-1] if error.message.strip() else error.cls_name
-    return "failed (see the Dagster run log)"
+            return error
+    return None
+
+
+def _describe_failure(result, log_dir: Path) -> str:
+    """One line: our error under Dagster's wrappers (an EexitError names what to fix; its
+    own cause is detail), and the file that keeps the whole traceback."""
+    error = _first_error(result)
+    if error is None:
+        return f"failed (see run {result.run_id} in the Dagster UI)"
+    cause = error
+    while cause.cause is not None and (cause.cls_name or "").startswith("Dagster"):
+        cause = cause.cause
+    message = cause.message.strip().splitlines()[-1] if cause.message.strip() else cause.cls_name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{result.run_id}.txt"
+    log.write_text(error.to_string())
+    return f"{message} (traceback: {_shown(log)})"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class Runner:
@@ -77,6 +101,7 @@ class Runner:
         self.assets = [*dg.load_assets_from_modules(ASSET_MODULES), *dg.load_asset_checks_from_modules(ASSET_MODULES)]
         self.defs = definitions.defs
         self.resources = definitions.defs.resources
+        self.failure_logs = Path(os.environ["DAGSTER_HOME"]) / "failures"  # one traceback per failed run
         self.unavailable: list[str] = []  # sources that are not on this machine: skipped, said, not failures
         self.failed: list[str] = []
 
@@ -91,13 +116,13 @@ class Runner:
         forced = {"ops": {asset: {"config": {"force": True}} for asset in selection if asset in _FORCEABLE}} if force else {}
         result = dg.materialize(
             self.assets, selection=selection, partition_key=partition_key, instance=self.instance,
-            resources=self.resources, raise_on_error=False, run_config={**_QUIET, **forced},
+            resources=self.resources, raise_on_error=False, run_config={**_QUIET, **forced}, tags=_runner_tags(),
         )
         unavailable = not result.success and _recorded_unavailable(availability_record, since=started)
         status = "ok" if result.success else "unavailable" if unavailable else "FAILED"
         print(f"  {label:<58} {status:>6} {time.time() - started:7.1f}s", flush=True)
         if not result.success:
-            (self.unavailable if unavailable else self.failed).append(f"{label}: {_first_error(result)}")
+            (self.unavailable if unavailable else self.failed).append(f"{label}: {_describe_failure(result, self.failure_logs)}")
         return result.success
 
     def staleness(self):
@@ -129,6 +154,45 @@ def _workload_available(ws: Workspace, workload_id: str) -> bool:
     record = ws.prompts_record(workload_id)
     available = json.loads(record.read_text()).get("available", True) if record.is_file() else True
     return available and ws.prompts_path(workload_id).is_file()
+
+
+RUNNER_PID_TAG, RUNNER_HOST_TAG = "eexit/runner_pid", "eexit/runner_host"
+
+
+def _runner_tags() -> dict[str, str]:
+    """Which runner process launched a run: what tells an abandoned run from a live one."""
+    import socket
+
+    return {RUNNER_PID_TAG: str(os.getpid()), RUNNER_HOST_TAG: socket.gethostname()}
+
+
+def fail_abandoned_runs(instance) -> list[str]:
+    """Mark failed the runs a killed runner on this machine left unfinished (Dagster would
+    show them STARTED for ever); runs of a live runner, of another machine, or launched
+    from the UI or Dagster's CLI are left alone. Returns their run ids."""
+    import socket
+
+    import dagster as dg
+
+    unfinished = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    abandoned = []
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=unfinished, tags={RUNNER_HOST_TAG: socket.gethostname()}))
+    for run in runs:
+        pid = int(run.tags.get(RUNNER_PID_TAG, "0"))
+        if pid and not _alive(pid):
+            instance.report_run_failed(run, message=f"the runner (pid {pid}) was killed before this run finished")
+            abandoned.append(run.run_id)
+    return abandoned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _clean_up_after_a_kill(ws: Workspace) -> None:
@@ -170,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ws.root)  # the results store's token stats view is relative to the root
     _clean_up_after_a_kill(ws)
     runner = Runner(ws)
+    abandoned = fail_abandoned_runs(runner.instance)
+    if abandoned:
+        print(f"marked {len(abandoned)} run(s) an interrupted runner left unfinished as failed", flush=True)
     started = time.perf_counter()
     workloads = workload_partitions.get_partition_keys()
     models = model_partitions.get_partition_keys()

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from eexit_core.errors import EexitError
-from eexit_core.registry import GgufPackageSource, HubSource, LocalSource, ModelEntry
+from eexit_core.registry import GgufPackageSource, HubSource, LocalSource, ModelEntry, RegistryError
 from eexit_core.storage.artifacts import atomic_dir, sha256_file
 
 MANIFEST = "eexit_checkpoint.json"
@@ -57,12 +57,23 @@ def locate_gguf(source: GgufPackageSource, cache_dir: Path) -> Path:
                 f"{source.install_hint}"
             )
         return path
-    module_name, _, func_name = (source.assembler or "").partition(":")
-    assemble = getattr(importlib.import_module(module_name), func_name)
+    assemble = _assembler(source)
     target = cache_dir / f"{source.package}.gguf"
     if target.is_file() and sha256_file(target) == source.sha256:
         return target
     return Path(assemble(target, overwrite=True))
+
+
+def _assembler(source: GgufPackageSource):
+    """The function that joins a GGUF split across packages, named by the registry."""
+    module_name, _, func_name = (source.assembler or "").partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError, ValueError) as exc:  # a registry mistake, not a missing package
+        raise RegistryError(
+            f"{source.package}: the registry's assembler {source.assembler!r} cannot be imported ({exc}); "
+            f"fix source.assembler in data/registry/models.yaml or reinstall with: {source.install_hint}"
+        ) from None
 
 
 def _verify(path: Path, expected: str) -> str:
@@ -119,8 +130,10 @@ def convert_gguf(gguf_path: Path, target: Path, *, model_id: str, source: GgufPa
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, allow_download: bool = False) -> Checkpoint:
-    """Make the entry's weights available as a verified HF folder; idempotent."""
+def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, allow_download: bool = False,
+                       checksum_index: Path | None = None) -> Checkpoint:
+    """Make the entry's weights available as a verified HF folder; idempotent. A local or hub
+    folder's checksum covers its weight files, each hashed once (`checksum_index`)."""
     source = entry.source
     if isinstance(source, GgufPackageSource):
         target = models_dir / entry.model_id
@@ -138,25 +151,41 @@ def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, 
                 f"{entry.model_id}: no Hugging Face folder at {path} (config.json missing); "
                 "fix source.path in data/registry/models.yaml"
             )
-        return Checkpoint(entry.model_id, path, _folder_checksum(path), None)
+        return Checkpoint(entry.model_id, path, _folder_checksum(path, checksum_index), None)
     if isinstance(source, HubSource):
-        return _hub_checkpoint(entry, source, allow_download)
+        return _hub_checkpoint(entry, source, allow_download, checksum_index)
     raise TypeError(f"unsupported source {source!r}")
 
 
-def _folder_checksum(path: Path) -> str:
-    """Checksum over a folder's config and weight index (cheap; weights may be huge)."""
-    from eexit_core.storage.artifacts import sha256_text
+def _folder_checksum(path: Path, index: Path | None = None) -> str:
+    """Checksum of a model folder's files (weights, config, tokenizer; not docs or hidden
+    files), so swapped weights invalidate what was computed from them. Each file is hashed
+    once: `index` keeps its sha256 under its resolved path, size and modification time."""
+    from eexit_core.storage.artifacts import sha256_text, write_json
 
-    parts = [
-        (path / name).read_text()
-        for name in ("config.json", "model.safetensors.index.json")
-        if (path / name).is_file()
-    ]
+    known = json.loads(index.read_text()) if index is not None and index.is_file() else {}
+    parts, changed = [], False
+    for file in _model_files(path):
+        stat = file.stat()
+        key, stamp = str(file.resolve()), [stat.st_size, stat.st_mtime_ns]
+        if known.get(key, {}).get("stamp") != stamp:
+            known[key] = {"stamp": stamp, "sha256": sha256_file(file)}
+            changed = True
+        parts.append(f"{file.relative_to(path).as_posix()}\x00{known[key]['sha256']}")
+    if changed and index is not None:
+        write_json(known, index)
     return sha256_text(*parts)
 
 
-def _hub_checkpoint(entry: ModelEntry, source: HubSource, allow_download: bool) -> Checkpoint:
+def _model_files(path: Path) -> list[Path]:
+    def counted(file: Path) -> bool:
+        relative = file.relative_to(path).parts
+        return file.is_file() and file.suffix != ".md" and not any(part.startswith(".") for part in relative)
+
+    return sorted(file for file in path.rglob("*") if counted(file))
+
+
+def _hub_checkpoint(entry: ModelEntry, source: HubSource, allow_download: bool, checksum_index: Path | None) -> Checkpoint:
     from huggingface_hub import snapshot_download
 
     try:
@@ -175,7 +204,7 @@ def _hub_checkpoint(entry: ModelEntry, source: HubSource, allow_download: bool) 
             else f"the hub could not be reached ({type(exc).__name__})"
         )
         raise ModelUnavailableError(f"{entry.model_id} ({source.repo_id}): {how}") from None
-    return Checkpoint(entry.model_id, Path(path), _folder_checksum(Path(path)), None)
+    return Checkpoint(entry.model_id, Path(path), _folder_checksum(Path(path), checksum_index), None)
 
 
 def load_model(checkpoint: Checkpoint, *, device: str = "cpu", dtype: torch.dtype = torch.float32):

@@ -7,11 +7,17 @@ results or the new ones, never a mix, and rerunning is idempotent.
 
 from __future__ import annotations
 
+import re
+import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
 import polars as pl
+
+from eexit_core import settings
+from eexit_core.errors import EexitError
 
 # Contract tables of SPEC §2 with their key columns.
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -30,6 +36,37 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
 TOKEN_STATS_VIEW = "token_layer_stats"
 
 
+class StoreLockedError(EexitError):
+    """Another process holds the results store (a notebook, a `duckdb` shell) past the wait."""
+
+
+def _connect_for_writing(db_path: Path, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """A read-write connection; while another process holds the file, retry for `wait_s`
+    seconds, saying once who holds it, then fail naming the holder."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            return duckdb.connect(str(db_path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            holder = _lock_holder(str(exc))
+            if time.monotonic() >= deadline:
+                raise StoreLockedError(
+                    f"{db_path} is held by {holder}: close that connection (a notebook or a duckdb shell reading "
+                    f"the store) and rerun the results stage (`python -m pipelines.run --stage results`)") from exc
+            if not said:
+                print(f"waiting up to {wait_s:.0f}s for {holder} to release {db_path.name}", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
+
+
+def _lock_holder(message: str) -> str:
+    found = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    return f"process {found.group(2)} ({found.group(1)})" if found else "another process"
+
+
 def _check_keys(name: str, frame: pl.DataFrame) -> None:
     keys = TABLE_KEYS.get(name)
     if keys is None or frame.is_empty():
@@ -42,7 +79,8 @@ def _check_keys(name: str, frame: pl.DataFrame) -> None:
         raise ValueError(f"table {name!r} has duplicate keys, e.g. {dupes.row(0)}")
 
 
-def publish(db_path: Path, tables: Mapping[str, pl.DataFrame], *, token_stats_files: list[str] | None = None) -> None:
+def publish(db_path: Path, tables: Mapping[str, pl.DataFrame], *, token_stats_files: list[str] | None = None,
+            lock_wait_s: float = settings.STORE_LOCK_WAIT_S) -> None:
     """Replace `tables` and the token stats view in one transaction. The view reads exactly
     `token_stats_files` (paths relative to the project root, where the store is queried
     from); an empty list drops it, so it never shows partitions the tables leave out, and
@@ -50,7 +88,7 @@ def publish(db_path: Path, tables: Mapping[str, pl.DataFrame], *, token_stats_fi
     for name, frame in tables.items():
         _check_keys(name, frame)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_path))
+    con = _connect_for_writing(db_path, lock_wait_s)
     try:
         con.execute("BEGIN TRANSACTION")
         for name, frame in tables.items():

@@ -49,6 +49,11 @@ class Workspace:
         return self.data / "cache"
 
     @property
+    def checksum_index(self) -> Path:
+        """The sha256 of each local or hub weight file, under its size and mtime: hashed once."""
+        return self.cache_dir / "weight_checksums.json"
+
+    @property
     def sdist_dir(self) -> Path:
         return self.cache_dir / "sdists"
 

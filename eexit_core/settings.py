@@ -99,6 +99,17 @@ def sandbox_os_layers(environ: Mapping[str, str] | None = None) -> bool:
     return env.get(SANDBOX_OS_LAYERS, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+KILL_AT = "EEXIT_KILL_AT"
+
+
+def kill_point(environ: Mapping[str, str] | None = None) -> str | None:
+    """Fault injection for the test suite (tests/test_faults.py): a write whose name holds
+    this text kills its process (SIGKILL) just before committing, as a crash there would.
+    Unset in normal use; read at each write, like the sandbox switch above."""
+    env = os.environ if environ is None else environ
+    return env.get(KILL_AT) or None
+
+
 def _ids(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
     raw = env.get(name)
     if raw is None or raw == "":

@@ -163,3 +163,74 @@ def _assert_view_models(root: Path, expected: set[tuple[str, str]]) -> None:
     finally:
         os.chdir(here)
     assert pairs == expected
+
+
+# --- kill -9 mid-stage, then rerun ------------------------------------------------------
+
+_TIMING = ("seconds", "ms_per_token")  # wall-clock columns: a recomputed partition differs there only
+
+
+def _comparable_store(root: Path) -> dict[str, pl.DataFrame]:
+    from eexit_core.storage import store
+    from eexit_core.storage.store import TABLE_KEYS
+
+    db = root / "data" / "results.duckdb"
+    tables = {}
+    for name in TABLE_KEYS:
+        frame = store.read_table(db, name)
+        timing = [c for c in frame.columns if any(t in c for t in _TIMING) or "realised" in c]
+        tables[name] = frame.drop(timing).sort(TABLE_KEYS[name])
+    return tables
+
+
+def _unreadable_files(root: Path) -> list[str]:
+    """Parquet files that do not open (torn) and temporaries left behind."""
+    import pyarrow.parquet as pq
+
+    bad = [str(p) for p in (root / "data").rglob("*") if p.name.endswith((".tmp", ".old"))]
+    for path in (root / "data" / "artifacts").rglob("*.parquet"):
+        try:
+            pq.read_metadata(path)
+        except Exception:  # noqa: BLE001  (any failure to open is a torn file)
+            bad.append(str(path))
+    return bad
+
+
+# (the stage, the write at which the runner dies, the artifacts removed first so the stage
+# has work to do); partitions run in registry order: humaneval, then shakespeare
+KILL_POINTS = [
+    ("prompts", "prompts/shakespeare.parquet", ["prompts/*.parquet"]),
+    ("stats", "token_layer_stats/tiny-llama__shakespeare.parquet", ["token_layer_stats/*.parquet"]),
+    ("exits", "exit_accuracy/tiny-llama__humaneval.parquet", ["exit_accuracy/*.parquet", "exit_items/*.parquet"]),
+    ("results", "results.duckdb", []),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "kill_at", "removed"), KILL_POINTS, ids=[k[0] for k in KILL_POINTS])
+def test_a_kill_mid_write_then_a_rerun_equals_an_uninterrupted_run(finished_run, workspace, stage, kill_at, removed):
+    """The runner dies (SIGKILL) with the write's data on disk, uncommitted: nothing is torn,
+    the store still opens with its old tables, and a rerun finishes with the tables of the
+    uninterrupted run (timings aside), redoing no partition that had been completed."""
+    import signal
+
+    for pattern in removed:
+        for path in (workspace / "data" / "artifacts").glob(pattern):
+            path.unlink()
+    killed = _run(workspace, "--stage", stage, EEXIT_KILL_AT=kill_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    left = _unreadable_files(workspace)
+    assert left and all(p.endswith(".tmp") for p in left) if stage != "results" else left == []
+    with duckdb.connect(str(workspace / "data" / "results.duckdb"), read_only=True) as con:
+        assert con.sql("select count(*) from eas_scores").fetchone()[0] > 0  # the old store, whole
+    survivors = {p: p.stat().st_mtime_ns for p in (workspace / "data" / "artifacts").rglob("*.parquet")}
+    rerun = _run(workspace)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert _unreadable_files(workspace) == []
+    expected, actual = _comparable_store(finished_run), _comparable_store(workspace)
+    assert [name for name, frame in expected.items() if not actual[name].equals(frame)] == []
+    redone = [p.name for p, mtime in survivors.items()
+              if p.parent.name in ("token_layer_stats", "exit_accuracy") and p.stat().st_mtime_ns != mtime]
+    assert redone == []
+    if stage == "stats":  # the partition finished before the kill was kept
+        assert "tiny-llama × humaneval (stats fresh)" in rerun.stdout, rerun.stdout

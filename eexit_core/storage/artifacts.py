@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,16 @@ def _publishable(path: Path, *, folder: bool = False) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
 
+def crash_here_if_asked(name: str) -> None:
+    """The fault-injection point of every write (`EEXIT_KILL_AT`, tests only): die as a
+    kill -9 would, after the data is written and before it is committed."""
+    from eexit_core.settings import kill_point
+
+    point = kill_point()
+    if point and point in name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it over `target` on success."""
@@ -47,6 +58,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         _publishable(tmp_path)
+        crash_here_if_asked(f"{target.parent.name}/{target.name}")
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -60,6 +72,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         _publishable(tmp, folder=True)
+        crash_here_if_asked(f"{target.parent.name}/{target.name}")
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)

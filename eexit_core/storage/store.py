@@ -18,6 +18,7 @@ import polars as pl
 
 from eexit_core import settings
 from eexit_core.errors import EexitError
+from eexit_core.storage.artifacts import crash_here_if_asked
 
 # Contract tables of SPEC §2 with their key columns.
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -102,6 +103,7 @@ def publish(db_path: Path, tables: Mapping[str, pl.DataFrame], *, token_stats_fi
             con.execute(f"CREATE OR REPLACE VIEW {TOKEN_STATS_VIEW} AS SELECT * FROM read_parquet([{listed}], union_by_name = true)")
         else:
             con.execute(f"DROP VIEW IF EXISTS {TOKEN_STATS_VIEW}")
+        crash_here_if_asked(db_path.name)  # mid-transaction: DuckDB must recover the old tables
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

@@ -1,7 +1,9 @@
 """Partitions: models × workloads, chosen from the registries at load time.
 
-Local runs (the default) take the embedded models, which need no network; a cluster
-deployment takes every registered model. `EEXIT_MODELS` / `EEXIT_WORKLOADS` (comma
+Local runs (the default) take the embedded models, which need no network, and every other
+registered model whose weights are already on this machine (a local folder or GGUF file,
+an installed package, the Hugging Face cache); a cluster deployment takes every
+registered model. `EEXIT_MODELS` / `EEXIT_WORKLOADS` (comma
 separated ids, read by `eexit_core.settings`) override either choice.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from eexit_core.models.checkpoints import weights_on_this_machine
 from eexit_core.settings import Environment
 from eexit_core.stages import registries
 from eexit_core.storage.workspace import Workspace
@@ -32,7 +35,14 @@ def selected_model_ids(ws: Workspace, env: Environment | None = None) -> list[st
         return chosen
     if env.defaults.every_registered_model:
         return known
-    return [m.model_id for m in models.models if m.embedded]
+    return [m.model_id for m in models.models if m.embedded or weights_on_this_machine(m)]
+
+
+def skipped_model_ids(ws: Workspace, env: Environment | None = None) -> list[str]:
+    """Registered models a run leaves out: a local run's models whose weights are not here."""
+    models, _ = registries(ws)
+    selected = set(selected_model_ids(ws, env))
+    return [m.model_id for m in models.models if m.model_id not in selected]
 
 
 def selected_workload_ids(ws: Workspace, env: Environment | None = None) -> list[str]:

@@ -54,6 +54,23 @@ class GgufPackageSource(_Strict):
         return self
 
 
+class GgufFileSource(_Strict):
+    """A GGUF file on this machine: one file, or parts whose concatenation in order is the
+    file (a GGUF split across downloads or packages)."""
+
+    kind: Literal["gguf_file"]
+    path: str | None = Field(None, description="the .gguf file")
+    parts: list[str] | None = Field(None, description="files that, joined in this order, make the .gguf")
+    sha256: str = Field(description="expected sha256 of the whole GGUF file")
+    quantization: str = Field(description="e.g. Q4_K_M; weights are dequantised to float32")
+
+    @model_validator(mode="after")
+    def _one_locator(self) -> "GgufFileSource":
+        if (self.path is None) == (not self.parts):
+            raise ValueError("give exactly one of 'path' or a non-empty 'parts'")
+        return self
+
+
 class HubSource(_Strict):
     """A Hugging Face hub repository; reachable only with network or a warm HF cache."""
 
@@ -67,10 +84,14 @@ class LocalSource(_Strict):
 
     kind: Literal["local"]
     path: str
+    sha256: str | dict[str, str] | None = Field(
+        None, description="expected sha256 of the weights: of the one weight file, or by file name for sharded "
+                          "weights; a mismatch is refused")
+    quantization: str | None = Field(None, description="a note stored with the results, e.g. 'GPTQ 4-bit'")
 
 
 ModelSource = Annotated[
-    Union[GgufPackageSource, HubSource, LocalSource], Field(discriminator="kind")
+    Union[GgufPackageSource, GgufFileSource, HubSource, LocalSource], Field(discriminator="kind")
 ]
 
 

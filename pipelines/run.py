@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     workloads = workload_partitions.get_partition_keys()
     models = model_partitions.get_partition_keys()
+    _say_skipped_models(ws, environment)
     from assets.config import TokenStatsConfig
 
     settings = TokenStatsConfig().lens_settings(runner.resources["eexit"].device)
@@ -314,6 +315,19 @@ def _why_run_stats(ws: Workspace, staleness, model_id: str, workload, settings) 
     if why is None and not stages.token_stats_fresh(ws, model_id, workload, settings):
         why = "stored stats made from other inputs or settings"
     return why
+
+
+def _say_skipped_models(ws: Workspace, environment) -> None:
+    """One line for the registered models this run leaves out, and how to include them."""
+    from assets.partitions import skipped_model_ids
+
+    if environment.models is not None:
+        return  # chosen by name: nothing was left out silently
+    skipped = skipped_model_ids(ws, environment)
+    if skipped:
+        names = ", ".join(skipped[:4]) + (f" and {len(skipped) - 4} more" if len(skipped) > 4 else "")
+        print(f"{len(skipped)} registered model(s) have no weights on this machine, skipped: {names} "
+              "(EEXIT_MODELS names them, EEXIT_ALLOW_DOWNLOAD=1 fetches hub weights)", flush=True)
 
 
 def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[str], workload_registry, *,

@@ -13,13 +13,14 @@ import importlib
 import importlib.metadata
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from eexit_core.errors import EexitError
-from eexit_core.registry import GgufPackageSource, HubSource, LocalSource, ModelEntry, RegistryError
+from eexit_core.registry import GgufFileSource, GgufPackageSource, HubSource, LocalSource, ModelEntry, RegistryError
 from eexit_core.storage.artifacts import atomic_dir, sha256_file
 
 MANIFEST = "eexit_checkpoint.json"
@@ -76,6 +77,55 @@ def _assembler(source: GgufPackageSource):
         ) from None
 
 
+def gguf_file(model_id: str, source: GgufFileSource, cache_dir: Path) -> Path:
+    """The registered GGUF file, joined from its parts (in order) when it is split."""
+    from eexit_core.storage.artifacts import atomic_path
+
+    if source.path is not None:
+        path = Path(os.path.expanduser(source.path))
+        if not path.is_file():
+            raise ModelUnavailableError(f"{model_id}: no GGUF file at {path}; fix source.path in data/registry/models.yaml")
+        return path
+    parts = [Path(os.path.expanduser(part)) for part in source.parts or []]
+    missing = [str(part) for part in parts if not part.is_file()]
+    if missing:
+        raise ModelUnavailableError(f"{model_id}: GGUF parts missing here: {', '.join(missing)} (source.parts)")
+    target = cache_dir / f"{model_id}.gguf"
+    if target.is_file() and sha256_file(target) == source.sha256:
+        return target
+    with atomic_path(target) as tmp, open(tmp, "wb") as joined:
+        for part in parts:
+            with open(part, "rb") as piece:
+                shutil.copyfileobj(piece, joined, 1 << 24)
+    return target
+
+
+def _describe_gguf_source(source: GgufPackageSource | GgufFileSource) -> str:
+    if isinstance(source, GgufPackageSource):
+        return f"package {source.package}"
+    return f"file {source.path}" if source.path else f"{len(source.parts or [])} parts from {source.parts[0]}"
+
+
+def weights_on_this_machine(entry: ModelEntry) -> bool:
+    """Whether a run here can reach the entry's weights without a download: an installed
+    package, a local folder or file, or a hub repository in the Hugging Face cache."""
+    source = entry.source
+    if isinstance(source, GgufPackageSource):
+        try:
+            importlib.metadata.distribution(source.package)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+    if isinstance(source, GgufFileSource):
+        files = [source.path] if source.path else source.parts or []
+        return all(Path(os.path.expanduser(f)).is_file() for f in files)
+    if isinstance(source, LocalSource):
+        return (Path(os.path.expanduser(source.path)) / "config.json").is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(source.repo_id, "config.json", revision=source.revision), str)
+
+
 def _verify(path: Path, expected: str) -> str:
     actual = sha256_file(path)
     if actual != expected:
@@ -99,7 +149,7 @@ def _manifest_ok(folder: Path, source_sha: str) -> bool:
     return True
 
 
-def convert_gguf(gguf_path: Path, target: Path, *, model_id: str, source: GgufPackageSource) -> None:
+def convert_gguf(gguf_path: Path, target: Path, *, model_id: str, source: GgufPackageSource | GgufFileSource) -> None:
     """Dequantise a GGUF file into a float32 Hugging Face folder, atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,9 +171,9 @@ def convert_gguf(gguf_path: Path, target: Path, *, model_id: str, source: GgufPa
         }
         manifest = {
             "model_id": model_id,
-            "source_package": source.package,
+            "source": _describe_gguf_source(source),
             "source_sha256": source.sha256,
-            "quantization": f"{source.quantization} (4-bit GGUF), dequantised to float32",
+            "quantization": f"{source.quantization} GGUF, dequantised to float32",
             "transformers": importlib.metadata.version("transformers"),
             "files": files,
         }
@@ -135,10 +185,13 @@ def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, 
     """Make the entry's weights available as a verified HF folder; idempotent. A local or hub
     folder's checksum covers its weight files, each hashed once (`checksum_index`)."""
     source = entry.source
-    if isinstance(source, GgufPackageSource):
+    if isinstance(source, (GgufPackageSource, GgufFileSource)):
         target = models_dir / entry.model_id
         if not _manifest_ok(target, source.sha256):
-            gguf = locate_gguf(source, cache_dir)
+            if isinstance(source, GgufPackageSource):
+                gguf = locate_gguf(source, cache_dir)
+            else:
+                gguf = gguf_file(entry.model_id, source, cache_dir)
             _verify(gguf, source.sha256)
             convert_gguf(gguf, target, model_id=entry.model_id, source=source)
             if not _manifest_ok(target, source.sha256):
@@ -151,30 +204,65 @@ def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, 
                 f"{entry.model_id}: no Hugging Face folder at {path} (config.json missing); "
                 "fix source.path in data/registry/models.yaml"
             )
-        return Checkpoint(entry.model_id, path, _folder_checksum(path, checksum_index), None)
+        digests = _file_digests(path, checksum_index)
+        _verify_weights(entry.model_id, source, digests)
+        return Checkpoint(entry.model_id, path, _folder_checksum(digests), source.quantization)
     if isinstance(source, HubSource):
         return _hub_checkpoint(entry, source, allow_download, checksum_index)
     raise TypeError(f"unsupported source {source!r}")
 
 
-def _folder_checksum(path: Path, index: Path | None = None) -> str:
-    """Checksum of a model folder's files (weights, config, tokenizer; not docs or hidden
-    files), so swapped weights invalidate what was computed from them. Each file is hashed
-    once: `index` keeps its sha256 under its resolved path, size and modification time."""
-    from eexit_core.storage.artifacts import sha256_text, write_json
+def _file_digests(path: Path, index: Path | None = None) -> dict[str, str]:
+    """The sha256 of each file of a model folder (weights, config, tokenizer; not docs or
+    hidden files) by relative name. Each file is hashed once: `index` keeps its sha256
+    under its resolved path, size and modification time."""
+    from eexit_core.storage.artifacts import write_json
 
     known = json.loads(index.read_text()) if index is not None and index.is_file() else {}
-    parts, changed = [], False
+    digests, changed = {}, False
     for file in _model_files(path):
         stat = file.stat()
         key, stamp = str(file.resolve()), [stat.st_size, stat.st_mtime_ns]
         if known.get(key, {}).get("stamp") != stamp:
             known[key] = {"stamp": stamp, "sha256": sha256_file(file)}
             changed = True
-        parts.append(f"{file.relative_to(path).as_posix()}\x00{known[key]['sha256']}")
+        digests[file.relative_to(path).as_posix()] = known[key]["sha256"]
     if changed and index is not None:
         write_json(known, index)
-    return sha256_text(*parts)
+    return digests
+
+
+def _folder_checksum(digests: dict[str, str]) -> str:
+    """One checksum over a folder's files, so swapped weights invalidate what was computed
+    from them."""
+    from eexit_core.storage.artifacts import sha256_text
+
+    return sha256_text(*(f"{name}\x00{digest}" for name, digest in sorted(digests.items())))
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def _verify_weights(model_id: str, source: LocalSource, digests: dict[str, str]) -> None:
+    """The registry's sha256 of a local folder's weights: of its one weight file, or by name."""
+    if source.sha256 is None:
+        return
+    weights = sorted(name for name in digests if name.endswith(WEIGHT_SUFFIXES))
+    if isinstance(source.sha256, str):
+        if len(weights) != 1:
+            raise RegistryError(
+                f"{model_id}: source.sha256 is one checksum but {source.path} has {len(weights)} weight files "
+                f"({', '.join(weights) or 'none'}); give one per file name in data/registry/models.yaml")
+        expected = {weights[0]: source.sha256}
+    else:
+        expected = source.sha256
+    for name, digest in expected.items():
+        if name not in digests:
+            raise ChecksumError(f"{model_id}: {source.path} has no {name}, which source.sha256 names")
+        if digests[name] != digest:
+            raise ChecksumError(
+                f"{model_id}: {Path(source.path) / name} has sha256 {digests[name]}, the registry expects {digest}; "
+                "the weights were replaced: restore them or fix source.sha256 in data/registry/models.yaml")
 
 
 def _model_files(path: Path) -> list[Path]:
@@ -204,7 +292,7 @@ def _hub_checkpoint(entry: ModelEntry, source: HubSource, allow_download: bool, 
             else f"the hub could not be reached ({type(exc).__name__})"
         )
         raise ModelUnavailableError(f"{entry.model_id} ({source.repo_id}): {how}") from None
-    return Checkpoint(entry.model_id, Path(path), _folder_checksum(Path(path), checksum_index), None)
+    return Checkpoint(entry.model_id, Path(path), _folder_checksum(_file_digests(Path(path), checksum_index)), None)
 
 
 def load_model(checkpoint: Checkpoint, *, device: str = "cpu", dtype: torch.dtype = torch.float32):

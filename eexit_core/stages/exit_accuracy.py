@@ -60,7 +60,7 @@ def plan_exit_accuracy(ws: Workspace, model_id: str, workload: WorkloadEntry, se
     if workload.grader == "none":
         raise ValueError(f"workload {workload.workload_id!r} has no grader; exit accuracy needs a graded workload")
     prompts = load_prompts(workload, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads",
-                           n_prompts=settings.items_needed(workload.grader))
+                           n_prompts=settings.items_needed(workload.grader), data_root=ws.root)
     items = graded_items(prompts, workload.grader)
     checksum = sha256_text(*(f"{i.prompt_id}\x00{i.prompt}\x00{i.reference}" for i in items))
     return ExitPlan(items, _exit_meta(ws, model_id, workload, checksum, settings))

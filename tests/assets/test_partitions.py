@@ -10,26 +10,7 @@ import pytest
 from assets.partitions import selected_model_ids, skipped_model_ids
 from eexit_core.settings import Environment
 from eexit_core.storage.workspace import Workspace
-from tests.conftest import build_tokenizer, tiny_llama
-
-ENTRY = """\
-  - model_id: {model_id}
-    display_name: {model_id}
-    family: llama
-    architecture: LlamaForCausalLM
-    arch_class: dense
-    params_total: 1000
-    params_active: 1000
-    n_layers: 4
-    d_model: 32
-    vocab_size: 100
-    context_length: 64
-    release_date: 2026-01-01
-    generation: "0"
-    training: base
-    license: none
-    source: {source}
-"""
+from tests.conftest import build_tokenizer, model_entry_yaml, tiny_llama
 
 
 @pytest.fixture
@@ -46,7 +27,7 @@ def workspace(tmp_path, monkeypatch) -> Workspace:
     registry = tmp_path / "data" / "registry"
     registry.mkdir(parents=True)
     (registry / "models.yaml").write_text("reference_model: here\nmodels:\n" + "".join(
-        ENTRY.format(model_id=model_id, source=source) for model_id, source in entries))
+        model_entry_yaml(model_id, source) for model_id, source in entries))
     (registry / "workloads.yaml").write_text("workloads: []\n")
     return Workspace(Path(tmp_path))
 

@@ -12,28 +12,7 @@ from eexit_core.registry import RegistryError, load_model_registry
 from eexit_core.stages import build_model_checkpoint
 from eexit_core.storage import artifacts
 from eexit_core.storage.workspace import Workspace
-from tests.conftest import build_tokenizer, tiny_llama
-
-ENTRY = """\
-reference_model: tiny
-models:
-  - model_id: tiny
-    display_name: tiny random Llama
-    family: llama
-    architecture: {architecture}
-    arch_class: dense
-    params_total: 1000
-    params_active: 1000
-    n_layers: {n_layers}
-    d_model: 32
-    vocab_size: 100
-    context_length: {context_length}
-    release_date: 2026-01-01
-    generation: "0"
-    training: base
-    license: none
-    source: {{kind: local, path: {path}}}
-"""
+from tests.conftest import build_tokenizer, model_entry_yaml, tiny_llama
 
 
 @pytest.fixture
@@ -47,9 +26,10 @@ def workspace(tmp_path) -> Workspace:
 
 
 def _entry(ws: Workspace, architecture: str = "LlamaForCausalLM", n_layers: int = 4, context_length: int = 64):
-    text = ENTRY.format(architecture=architecture, n_layers=n_layers, context_length=context_length, path=ws.root / "tiny")
+    entry = model_entry_yaml("tiny", f"{{kind: local, path: {ws.root / 'tiny'}}}", architecture=architecture,
+                             n_layers=n_layers, context_length=context_length)
     path = ws.models_registry
-    path.write_text(text)
+    path.write_text("reference_model: tiny\nmodels:\n" + entry)
     return load_model_registry(path).get("tiny")
 
 

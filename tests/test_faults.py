@@ -230,3 +230,34 @@ def test_a_kill_mid_write_then_a_rerun_equals_an_uninterrupted_run(finished_run,
     assert redone == []
     if stage == "stats":  # the partition finished before the kill was kept
         assert "tiny-llama × humaneval (stats fresh)" in rerun.stdout, rerun.stdout
+
+
+# --- freshness: stored provenance against the current inputs and settings ---------------
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("lens_version", "older"), ("lens_engine", "kernel"), ("model_checksum", "0" * 64), ("workload_checksum", "other"),
+    ("top_k", 3), ("stats", ["logit_cos"]), ("max_tokens", 999),
+])
+def test_stored_stats_are_fresh_only_for_their_exact_provenance(workspace, field, value):
+    from eexit_core.stages import LensSettings, token_stats_fresh
+
+    ws = Workspace(workspace)
+    humaneval = registries(ws)[1].get("humaneval")
+    assert token_stats_fresh(ws, "tiny-llama", humaneval, LensSettings())
+    path = ws.partition_path("token_layer_stats", "tiny-llama", "humaneval")
+    write_parquet(pl.read_parquet(path), path, metadata={**read_parquet_metadata(path), field: value})
+    assert not token_stats_fresh(ws, "tiny-llama", humaneval, LensSettings())
+
+
+@pytest.mark.parametrize("field", ["exit_code_version", "model_checksum", "workload_checksum", "settings"])
+def test_stored_exit_accuracy_is_fresh_only_for_its_exact_provenance(workspace, field):
+    from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
+    from eexit_core.stages import exit_accuracy_fresh
+
+    ws = Workspace(workspace)
+    humaneval = registries(ws)[1].get("humaneval")
+    assert exit_accuracy_fresh(ws, "tiny-llama", humaneval, ExitSweepSettings())
+    assert not exit_accuracy_fresh(ws, "tiny-llama", humaneval, ExitSweepSettings(n_items_generate=2))  # another sweep
+    path = ws.partition_path("exit_accuracy", "tiny-llama", "humaneval")
+    write_parquet(pl.read_parquet(path), path, metadata={**read_parquet_metadata(path), field: "changed"})
+    assert not exit_accuracy_fresh(ws, "tiny-llama", humaneval, ExitSweepSettings())

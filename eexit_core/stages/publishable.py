@@ -9,12 +9,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eexit_core import settings as settings_defaults
 from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
 from eexit_core.registry import ModelRegistry, WorkloadEntry, WorkloadRegistry, computation_fields
 from eexit_core.stages.common import EXIT_ACCURACY, EXIT_ITEMS, LAYER_SIMILARITY, ORACLE_EXITS, TOKEN_STATS, data_version
 from eexit_core.stages.exit_accuracy import EXIT_VERSION_FIELDS, exit_code_version, plan_exit_accuracy
-from eexit_core.stages.token_stats import STATS_VERSION_FIELDS, lens_version
+from eexit_core.stages.token_stats import STATS_VERSION_FIELDS, stats_input_problem
 from eexit_core.storage.artifacts import read_parquet_metadata
 from eexit_core.storage.workspace import Workspace
 
@@ -60,7 +59,7 @@ def _add_measurements(ws: Workspace, result: Publishable, model_id: str, entry: 
     pair = (model_id, entry.workload_id)
     stats_path = ws.partition_path(TOKEN_STATS, *pair)
     if stats_path.is_file():
-        problem = _stats_problem(ws, read_parquet_metadata(stats_path), entry, checksum)
+        problem = stats_input_problem(ws, read_parquet_metadata(stats_path), entry, checksum)
         if problem is not None:
             result.excluded.append(f"{TOKEN_STATS}[{model_id}|{entry.workload_id}]: {problem}")
         else:
@@ -106,21 +105,6 @@ def _prompts_problem(ws: Workspace, entry: WorkloadEntry) -> str | None:
         return "its source was unavailable at the last build; the stored prompts are older"
     if computation_fields(read_parquet_metadata(path).get("entry")) != entry.measured_fields():
         return f"drawn under another registry entry than the current one in {ws.workloads_registry.name} (rebuild them)"
-    return None
-
-
-def _stats_problem(ws: Workspace, meta: dict, entry: WorkloadEntry, checksum: str | None) -> str | None:
-    if checksum is None:
-        return "the model's checkpoint is unavailable or not prepared"
-    if meta.get("model_checksum") != checksum:
-        return "computed from another checkpoint (its weights changed)"
-    if meta.get("workload_checksum") != read_parquet_metadata(ws.prompts_path(entry.workload_id)).get("checksum"):
-        return "computed from other prompts"
-    if meta.get("max_tokens") != entry.max_tokens:
-        return f"computed with max_tokens {meta.get('max_tokens')}, the registry now says {entry.max_tokens}"
-    engine = meta.get("lens_engine") or settings_defaults.LENS_ENGINE
-    if meta.get("lens_version") != lens_version(engine):
-        return "computed by older lens code"
     return None
 
 

@@ -119,23 +119,36 @@ def token_stats_data_version(ws: Workspace, model_id: str, workload_id: str) -> 
     return data_version(read_parquet_metadata(ws.partition_path(TOKEN_STATS, model_id, workload_id)), STATS_VERSION_FIELDS)
 
 
+def stats_input_problem(ws: Workspace, meta: dict, workload: WorkloadEntry, model_checksum: str | None) -> str | None:
+    """Why stored stats (their Parquet metadata) no longer match their inputs as they are now
+    (checkpoint, prompts, token cap, the lens code of the engine that made them), or None."""
+    if model_checksum is None:
+        return "the model's checkpoint is unavailable or not prepared"
+    if meta.get("model_checksum") != model_checksum:
+        return "computed from another checkpoint (its weights changed)"
+    prompts = ws.prompts_path(workload.workload_id)
+    if not prompts.is_file() or meta.get("workload_checksum") != read_parquet_metadata(prompts).get("checksum"):
+        return "computed from other prompts"
+    if meta.get("max_tokens") != workload.max_tokens:
+        return f"computed with max_tokens {meta.get('max_tokens')}, the registry now says {workload.max_tokens}"
+    if meta.get("lens_version") != lens_version(meta.get("lens_engine") or settings_defaults.LENS_ENGINE):
+        return "computed by older lens code"
+    return None
+
+
 def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, settings: LensSettings) -> bool:
-    """True when the stored stats were made from the current checkpoint, prompts and code."""
-    workload_id = workload.workload_id
-    path = ws.partition_path(TOKEN_STATS, model_id, workload_id)
+    """True when the stored stats were made from the current checkpoint, prompts and code,
+    with these settings."""
+    path = ws.partition_path(TOKEN_STATS, model_id, workload.workload_id)
     record = ws.checkpoint_record(model_id)
-    prompts = ws.prompts_path(workload_id)
-    if not (path.is_file() and record.is_file() and prompts.is_file()):
+    if not (path.is_file() and record.is_file()):
         return False
     meta = read_parquet_metadata(path)
     return (
-        meta.get("lens_version") == lens_version(settings.engine)
+        stats_input_problem(ws, meta, workload, json.loads(record.read_text()).get("checksum")) is None
         and meta.get("lens_engine", settings_defaults.LENS_ENGINE) == settings.engine
-        and meta.get("model_checksum") == json.loads(record.read_text()).get("checksum")
-        and meta.get("workload_checksum") == read_parquet_metadata(prompts).get("checksum")
         and meta.get("top_k") == settings.top_k
         and meta.get("stats") == (list(settings.stats) if settings.stats else None)
-        and meta.get("max_tokens") == workload.max_tokens
     )
 
 

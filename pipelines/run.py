@@ -200,7 +200,7 @@ def _clean_up_after_a_kill(ws: Workspace) -> None:
     files and folders): nothing of ours writes before the runner starts its first run."""
     from eexit_core.storage.artifacts import remove_stale_temporaries
 
-    removed = [p for folder in (ws.artifacts_dir, ws.models_dir, ws.reports_dir) for p in remove_stale_temporaries(folder)]
+    removed = [p for folder in ws.atomically_written_dirs for p in remove_stale_temporaries(folder)]
     if removed:
         names = ", ".join(str(p.relative_to(ws.root)) for p in removed[:3]) + (" …" if len(removed) > 3 else "")
         print(f"removed {len(removed)} temporaries an interrupted run left behind: {names}", flush=True)

@@ -118,3 +118,42 @@ def model_entry_yaml(model_id: str, source: str, *, architecture: str = "LlamaFo
     license: none
     source: {source}
 """
+
+
+TINY_GGUF_FACTS = {"architecture": "LlamaForCausalLM", "n_layers": 1, "context_length": 64}
+
+
+def write_tiny_llama_gguf(path: Path, q_shape: tuple[int, int] = (16, 16)) -> Path:
+    """A one-block float32 Llama GGUF (hidden 16, 4 heads, a 40-token SentencePiece-style
+    vocabulary), converted in about 2 s; `q_shape` is attn_q's (rows, cols), to misfit it."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_context_length(64)
+    writer.add_embedding_length(16)
+    writer.add_feed_forward_length(32)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(4)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(40)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(["<unk>", "<s>", "</s>", *(f"\u2581w{i}" for i in range(37))])
+    writer.add_token_scores([0.0] * 3 + [-float(i) for i in range(37)])
+    writer.add_token_types([2, 3, 3] + [1] * 37)  # unknown, control, control, then normal
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (40, 16), "output_norm.weight": (16,), "blk.0.attn_norm.weight": (16,),
+              "blk.0.ffn_norm.weight": (16,), "blk.0.attn_q.weight": q_shape, "blk.0.attn_k.weight": (16, 16),
+              "blk.0.attn_v.weight": (16, 16), "blk.0.attn_output.weight": (16, 16),
+              "blk.0.ffn_gate.weight": (32, 16), "blk.0.ffn_up.weight": (32, 16), "blk.0.ffn_down.weight": (16, 32)}
+    for name, shape in shapes.items():
+        writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

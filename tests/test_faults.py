@@ -8,6 +8,7 @@ selected, registered models.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from eexit_core.stages import registries
 from eexit_core.stages.publishable import publishable
 from eexit_core.storage.artifacts import read_parquet_metadata, write_parquet
 from eexit_core.storage.workspace import Workspace
+from tests.conftest import REPO
 from tests.pipelines.test_run import _run, tiny_workspace  # noqa: F401  (a module fixture of its own here)
 
 MEASURED = ("token_layer_stats", "layer_similarity", "oracle_exits", "exit_accuracy", "exit_items")
@@ -230,6 +232,65 @@ def test_a_kill_mid_write_then_a_rerun_equals_an_uninterrupted_run(finished_run,
     assert redone == []
     if stage == "stats":  # the partition finished before the kill was kept
         assert "tiny-llama × humaneval (stats fresh)" in rerun.stdout, rerun.stdout
+
+
+_BUILD_CHECKPOINT = """
+import sys
+from pathlib import Path
+from eexit_core.registry import ModelEntry
+from eexit_core.stages.checkpoint import build_model_checkpoint
+from eexit_core.storage.workspace import Workspace
+build_model_checkpoint(Workspace(Path(sys.argv[1])), ModelEntry.model_validate_json(sys.argv[2]))
+"""
+
+
+def _tiny_gguf_model(tmp_path: Path, *, in_parts: bool):
+    from eexit_core.registry import GgufFileSource, load_model_registry
+    from eexit_core.storage.artifacts import sha256_file
+    from tests.conftest import REPO, TINY_GGUF_FACTS, write_tiny_llama_gguf
+
+    gguf = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    locator = {"path": str(gguf)}
+    if in_parts:
+        data = gguf.read_bytes()
+        parts = [tmp_path / "tiny.gguf.part1", tmp_path / "tiny.gguf.part2"]
+        parts[0].write_bytes(data[:1000])
+        parts[1].write_bytes(data[1000:])
+        locator = {"parts": [str(p) for p in parts]}
+    source = GgufFileSource(kind="gguf_file", sha256=sha256_file(gguf), quantization="F32", **locator)
+    entry = load_model_registry(REPO / "data" / "registry" / "models.yaml").get("llama-2-7b")
+    return entry.model_copy(update={"model_id": "tiny-gguf", "source": source, **TINY_GGUF_FACTS})
+
+
+@pytest.mark.parametrize(("in_parts", "kill_at"), [(False, "models/tiny-gguf"), (True, "gguf/tiny-gguf.gguf")],
+                         ids=["conversion", "joining parts"])
+def test_a_kill_mid_checkpoint_then_a_rerun_converts_the_same_model(tmp_path, in_parts, kill_at):
+    """Killed after the converted (or joined) file is written and before it is committed:
+    no model folder is published, the next run's start removes the temporaries, and the
+    rerun's model is file for file the one an uninterrupted conversion makes."""
+    import signal
+    import subprocess
+    import sys
+
+    from eexit_core.stages.checkpoint import build_model_checkpoint
+    from eexit_core.storage.workspace import Workspace
+    from pipelines.run import _clean_up_after_a_kill
+
+    entry = _tiny_gguf_model(tmp_path, in_parts=in_parts)
+    ws = Workspace(tmp_path / "ws")
+    env = {**os.environ, "EEXIT_KILL_AT": kill_at}
+    killed = subprocess.run([sys.executable, "-c", _BUILD_CHECKPOINT, str(ws.root), entry.model_dump_json()],
+                            env=env, capture_output=True, text=True, cwd=REPO)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (ws.models_dir / "tiny-gguf").exists() and not (ws.gguf_cache_dir / "tiny-gguf.gguf").exists()
+    assert _unreadable_files(ws.root), "the kill left no temporary: it did not happen mid-write"
+    _clean_up_after_a_kill(ws)
+    assert _unreadable_files(ws.root) == []
+    rerun = build_model_checkpoint(ws, entry)
+    uninterrupted = build_model_checkpoint(Workspace(tmp_path / "uninterrupted"), entry)
+    manifest = json.loads((rerun.path / "eexit_checkpoint.json").read_text())
+    assert manifest == json.loads((uninterrupted.path / "eexit_checkpoint.json").read_text())
+    assert manifest["files"] and rerun.checksum == uninterrupted.checksum
 
 
 # --- freshness: stored provenance against the current inputs and settings ---------------

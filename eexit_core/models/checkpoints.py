@@ -34,6 +34,10 @@ class ChecksumError(EexitError, RuntimeError):
     """A weight file does not match the checksum recorded for it."""
 
 
+class GgufShapeError(EexitError, ValueError):
+    """A GGUF file's tensors do not fit the architecture its own metadata describes."""
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     model_id: str
@@ -153,10 +157,21 @@ def convert_gguf(gguf_path: Path, target: Path, *, model_id: str, source: GgufPa
     """Dequantise a GGUF file into a float32 Hugging Face folder, atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    except (ValueError, RuntimeError) as error:
+        # transformers fails deep inside a reshape or with a load report on its logger;
+        # name the tensor that does not fit, when one does not, so the message says what to fix.
+        misfits = gguf_shape_misfits(gguf_path)
+        if not misfits:
+            raise
+        raise GgufShapeError(
+            f"{model_id}: {gguf_path} ({_describe_gguf_source(source)}) does not fit the architecture its "
+            f"metadata describes: {'; '.join(misfits[:3])}{' ...' if len(misfits) > 3 else ''}. The file is "
+            "damaged or was exported for another model; re-export it, or fix sha256 and the source in "
+            "data/registry/models.yaml"
+        ) from error
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
-    )
     # The weights are now plain float32 tensors; forget the GGUF quantiser so they save.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -178,6 +193,45 @@ def convert_gguf(gguf_path: Path, target: Path, *, model_id: str, source: GgufPa
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def gguf_shape_misfits(gguf_path: Path) -> list[str]:
+    """Each GGUF tensor whose size differs from the parameter transformers maps it to, in a
+    model built (on the meta device, so without memory) from the file's own metadata."""
+    from gguf import GGUFReader
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+        read_field,
+    )
+
+    reader = GGUFReader(gguf_path)
+    config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    architecture = read_field(reader, "general.architecture")[0]
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config.to_dict())
+    names = get_gguf_hf_weights_map(model, processor)
+    expected = model.state_dict()
+    misfits = []
+    for tensor in reader.tensors:
+        parameter = names.get(tensor.name)
+        if parameter not in expected:
+            continue
+        found = tuple(int(d) for d in reversed(tensor.shape.tolist()))  # GGUF lists dimensions innermost first
+        wanted = tuple(expected[parameter].shape)
+        if _numel(found) != _numel(wanted):
+            misfits.append(f"tensor {tensor.name} has shape {found}, {parameter} needs {wanted}")
+    return misfits
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
 
 
 def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, allow_download: bool = False,

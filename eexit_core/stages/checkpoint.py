@@ -16,7 +16,7 @@ def build_model_checkpoint(ws: Workspace, entry: ModelEntry, *, allow_download: 
     """Prepare the model's weights and record whether they are available."""
     record = ws.checkpoint_record(entry.model_id)
     with availability_recorded(record, {"model_id": entry.model_id}, ModelUnavailableError):
-        checkpoint = prepare_checkpoint(entry, models_dir=ws.models_dir, cache_dir=ws.cache_dir / "gguf",
+        checkpoint = prepare_checkpoint(entry, models_dir=ws.models_dir, cache_dir=ws.gguf_cache_dir,
                                         allow_download=allow_download, checksum_index=ws.checksum_index)
     _check_registry_facts(entry, checkpoint)
     write_json(

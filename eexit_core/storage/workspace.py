@@ -49,6 +49,17 @@ class Workspace:
         return self.data / "cache"
 
     @property
+    def gguf_cache_dir(self) -> Path:
+        """GGUF files joined from parts or chunk packages, before conversion."""
+        return self.cache_dir / "gguf"
+
+    @property
+    def atomically_written_dirs(self) -> tuple[Path, ...]:
+        """The folders our atomic writes leave temporaries in when killed (not the rest of
+        the cache, which holds other libraries' files)."""
+        return self.artifacts_dir, self.models_dir, self.reports_dir, self.gguf_cache_dir
+
+    @property
     def checksum_index(self) -> Path:
         """The sha256 of each local or hub weight file, under its size and mtime: hashed once."""
         return self.cache_dir / "weight_checksums.json"

@@ -12,7 +12,7 @@ from eexit_core.models import checkpoints
 from eexit_core.models.checkpoints import ChecksumError, ModelUnavailableError, prepare_checkpoint
 from eexit_core.registry import load_model_registry
 from eexit_core.storage import artifacts
-from tests.conftest import REPO
+from tests.conftest import REPO, write_tiny_llama_gguf
 
 REGISTRY = load_model_registry(REPO / "data" / "registry" / "models.yaml")
 
@@ -172,3 +172,45 @@ def test_a_hub_model_outside_the_cache_is_not_on_this_machine(tmp_path, monkeypa
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert not checkpoints.weights_on_this_machine(REGISTRY.get("llama-2-7b"))
+
+
+# --- a GGUF file whose tensors do not fit the architecture its metadata describes ---
+
+def _tiny_gguf_entry(path: Path):
+    from eexit_core.registry import GgufFileSource
+
+    source = GgufFileSource(kind="gguf_file", path=str(path), sha256=artifacts.sha256_file(path), quantization="F32")
+    return REGISTRY.get("llama-2-7b").model_copy(update={"model_id": "tiny-gguf", "source": source})
+
+
+def test_a_fitting_gguf_has_no_misfits_and_converts(tmp_path):
+    good = write_tiny_llama_gguf(tmp_path / "good.gguf")
+    assert checkpoints.gguf_shape_misfits(good) == []
+    checkpoint = prepare_checkpoint(_tiny_gguf_entry(good), models_dir=tmp_path / "models", cache_dir=tmp_path)
+    assert (checkpoint.path / "model.safetensors").is_file() and (checkpoint.path / "tokenizer.json").is_file()
+
+
+# Rows that the head count does not divide fail in transformers' reshape of attn_q; columns
+# that differ fail later in its load report. Both must name the tensor and the shape it needs.
+@pytest.mark.parametrize("q_shape", [(12, 16), (16, 12)])
+def test_a_gguf_whose_tensor_does_not_fit_names_it_and_the_shape_needed(tmp_path, q_shape):
+    bad = write_tiny_llama_gguf(tmp_path / "bad.gguf", q_shape)
+    rows, cols = q_shape
+    expected = (rf"tiny-gguf: {bad} .*tensor blk\.0\.attn_q\.weight has shape \({rows}, {cols}\), "
+                r"model\.layers\.0\.self_attn\.q_proj\.weight needs \(16, 16\)")
+    with pytest.raises(checkpoints.GgufShapeError, match=expected):
+        prepare_checkpoint(_tiny_gguf_entry(bad), models_dir=tmp_path / "models", cache_dir=tmp_path)
+    assert not (tmp_path / "models" / "tiny-gguf").exists()
+
+
+def test_a_gguf_load_failure_that_is_not_a_misfit_is_raised_as_it_was(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    good = write_tiny_llama_gguf(tmp_path / "good.gguf")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("some other loading failure")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", broken)
+    with pytest.raises(RuntimeError, match="^some other loading failure$"):
+        prepare_checkpoint(_tiny_gguf_entry(good), models_dir=tmp_path / "models", cache_dir=tmp_path)

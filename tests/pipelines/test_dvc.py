@@ -88,6 +88,29 @@ def test_repro_push_pull_in_temporary_clones(source_repo, tmp_path):
     assert _digest(second / "data" / "artifacts" / "token_layer_stats") == stats
     assert "didn't change, skipping" in _sh([str(DVC), "repro", "token_layer_stats"], second, env2)
 
+    # A selected partition that fails fails `dvc repro`, which then records nothing for the stage.
+    (second / "data" / "broken.jsonl").write_text('{"question": "2 + 2?"}\n')
+    with open(second / "data" / "registry" / "workloads.yaml", "a") as registry:
+        registry.write(BROKEN_WORKLOAD)
+    lock = (second / "dvc.lock").read_text()
+    failed = subprocess.run([str(DVC), "repro", "workload_prompts"], cwd=second, capture_output=True, text=True,
+                            env={**env2, "EEXIT_WORKLOADS": "arc-easy,broken"}, timeout=900)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0, said[-2000:]
+    assert "- broken: " in said and "'answer'" in said, said[-2000:]
+    assert (second / "dvc.lock").read_text() == lock
+
+
+# its rows have no `answer`, the field its target template names
+BROKEN_WORKLOAD = """\
+  - workload_id: broken
+    domain: math
+    description: a template naming a field the rows lack
+    source: {kind: datasets, path: json, data_files: data/broken.jsonl, doc_to_text: question, doc_to_target: answer}
+    n_prompts: 1
+    grader: numeric_exact
+"""
+
 
 def test_dvc_stages_depend_on_the_code_their_freshness_covers():
     """`dvc repro` and the runner's freshness agree on what code makes stats and exits stale."""

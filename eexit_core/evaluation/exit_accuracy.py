@@ -43,7 +43,7 @@ from eexit_core.analysis.exit_summary import (  # noqa: F401  (re-exported: the 
     summarise,
 )
 from eexit_core.decoding import early_exit
-from eexit_core.evaluation.grading import GENERATIVE, GradedItem, choice_correct, grade_generation
+from eexit_core.evaluation.grading import GradedItem, GradingContext, grade_answer, grader
 from eexit_core.models.adapters import resolve_exit_head
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,11 @@ class ExitSweepSettings:
         grid = self.generation_policies if generative else self.choice_policies
         return [early_exit.ExitPolicy(signal, t, checks) for signal, ts in grid for t in ts]
 
-    def items_needed(self, grader: str) -> int | None:
-        """Prompts to draw for a workload with this grader (math adds its worked example)."""
-        n = self.n_items_choice if grader == "multiple_choice_loglik" else self.n_items_generate
-        return None if n is None else n + (1 if grader == "numeric_exact" else 0)
+    def items_needed(self, grader_name: str) -> int | None:
+        """Prompts to draw for a workload with this grader (its worked examples added)."""
+        spec = grader(grader_name)
+        n = self.n_items_generate if spec.generative else self.n_items_choice
+        return None if n is None else n + spec.exemplars
 
 
 def strided_layers(n_layers: int, points: int | None) -> list[int]:
@@ -158,11 +159,11 @@ def evaluate_exits(model: nn.Module, tokenizer, items: Sequence[GradedItem], set
     head = resolve_exit_head(model)
     n_layers = head.n_layers
     out = _Collector()
-    generative = items[0].grader in GENERATIVE
+    generative = grader(items[0].grader).generative
     static_items = list(items)
     n_dynamic = settings.n_dynamic_generate if generative else settings.n_dynamic_choice
     dynamic_items = static_items if n_dynamic is None else static_items[:n_dynamic]
-    grade = functools.partial(grade_generation, timeout_s=settings.sandbox_timeout_s, hidden_paths=tuple(hidden_paths))
+    grade = functools.partial(grade_answer, context=GradingContext(settings.sandbox_timeout_s, tuple(hidden_paths)))
     if generative:
         _static_generation(model, tokenizer, head, static_items, strided_layers(n_layers, settings.static_points), settings,
                            grade, out, progress)
@@ -209,7 +210,7 @@ def _static_choices(model, tokenizer, head, items, out: _Collector, progress: Pr
         seconds = (time.perf_counter() - t0) / head.n_layers
         for layer in range(1, head.n_layers + 1):
             column = logprobs[:, layer - 1].tolist()
-            ok = choice_correct(column, item)
+            ok = grade_answer(item, column)
             per_layer_correct[layer - 1] += ok
             out.add(STATIC, layer, item, ok, [layer], seconds, 1, logprobs=column)
     progress(f"static exits, log-likelihood at all {head.n_layers} layers: full depth {per_layer_correct[-1]}/{len(items)} "
@@ -228,7 +229,7 @@ def _dynamic_choices(model, tokenizer, head, item: GradedItem, policies, out: _C
     scored = early_exit.choice_logprobs_policies(model, tokenizer, item.prompt, item.choices, policies, head=head)
     for policy, scores in zip(policies, scored):
         # all choices' positions run as one batch: batch_size says so, ms_per_token is not realised
-        out.add(policy.name if policy else NEVER_EXIT, 0, item, choice_correct(scores.logprobs, item),
+        out.add(policy.name if policy else NEVER_EXIT, 0, item, grade_answer(item, scores.logprobs),
                 scores.exit_layers, scores.seconds, len(item.choices), logprobs=scores.logprobs)
 
 

@@ -1,34 +1,37 @@
-"""Graders: is a model's answer to a workload item right?
+"""Graders: is a model's answer to a workload item right? A registry, so a grader is one file.
 
-* ``humaneval_exec``          -- run the completion against the problem's tests in the
-                                 sandbox (`sandbox.run_python`), pass@1 with greedy decoding;
-* ``numeric_exact``           -- the final number of the generation equals the reference;
-* ``multiple_choice_loglik``  -- the choice with the highest log-likelihood is the
-                                 reference (lm-evaluation-harness `acc`).
+A grader is registered with `@register_grader(name, generative=..., ...)` on its grading
+function, in a module of `eexit_core/evaluation/graders/` (each is imported when a grader
+is first looked up). It says how a prompts row becomes a `GradedItem`, whether the model
+generates an answer (cut at `stops`) or its choices are scored by log-likelihood, how many
+leading prompts are worked examples rather than graded items, and how a row of a
+`datasets` workload is shaped into a prompt. The registry's names are the values a
+workload's `grader` may take (`eexit_core.registry` validates against them).
 
-A workload's prompts table (`workloads.load_prompts`) already carries what each grader
-needs; `graded_items` turns it into the inputs the exit sweeps feed the model.
+Built in: ``humaneval_exec`` (the completion passes the problem's tests in the sandbox),
+``numeric_exact`` (the generation's final number equals the reference) and
+``multiple_choice_loglik`` (the highest log-likelihood choice is the reference, lm-eval's
+`acc`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import re
-import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any, Literal
 
 import polars as pl
 
-GRADERS = ("humaneval_exec", "numeric_exact", "multiple_choice_loglik")
-GENERATIVE = ("humaneval_exec", "numeric_exact")
+UNGRADED = "none"
 
-# Where a continuation is cut: the HumanEval convention (a new top-level statement ends
-# the function body), and the start of a new question for math.
-HUMANEVAL_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```", "\nassert ")
-GSM_STOPS = ("\nQuestion:", "\n\n", "<|im_end|>", "<end_of_turn>")
+# How a row of a `datasets` workload becomes a prompt for this grader: choices scored after
+# the context, a generation continuing it, or None for a grader that needs its own source.
+DeclaredShape = Literal["choices", "generation"] | None
 
 
 @dataclass(frozen=True)
@@ -44,129 +47,122 @@ class GradedItem:
 
     @property
     def stops(self) -> tuple[str, ...]:
-        return HUMANEVAL_STOPS if self.grader == "humaneval_exec" else GSM_STOPS
+        """The workload's own stop strings (`generation_kwargs.until`), else the grader's."""
+        return tuple(self.meta.get("until") or grader(self.grader).stops)
 
 
-def graded_items(prompts: pl.DataFrame, grader: str) -> list[GradedItem]:
-    """The items of a graded workload (its prompts table), ready to generate or score.
+@dataclass(frozen=True)
+class GradingContext:
+    """What grading may need beyond the item and the answer: the bound on a sandboxed test
+    run and the paths model-written code must not read."""
 
-    Math prompts are one-shot: the first item's worked solution shows the answer format
-    ("#### <number>") and the item is then left out of the graded set.
-    """
-    if grader not in GRADERS:
-        raise ValueError(f"no grader named {grader!r}; graded workloads use one of {', '.join(GRADERS)}")
-    rows = list(prompts.iter_rows(named=True))
-    if grader == "humaneval_exec":
-        return [_humaneval_item(r) for r in rows]
-    if grader == "numeric_exact":
-        if len(rows) < 2:
-            raise ValueError("a numeric_exact workload needs at least 2 prompts (one is the worked example)")
-        exemplar = rows[0]["text"]
-        return [_math_item(r, exemplar) for r in rows[1:]]
-    return [_choice_item(r) for r in rows]
+    timeout_s: float = 10.0
+    hidden_paths: tuple[Path, ...] = ()
 
 
-def _meta(row: dict) -> dict:
-    return json.loads(row.get("meta_json") or "{}")
+# (item, a generated text or the choices' log-probabilities, context) -> right?
+GradeFunction = Callable[[GradedItem, Any, GradingContext], bool]
+# (a prompts row with its meta_json parsed into "meta", the worked-example rows) -> item
+ItemFunction = Callable[[dict, Sequence[dict]], GradedItem]
 
 
-def _humaneval_item(row: dict) -> GradedItem:
-    meta = _meta(row)
-    missing = [k for k in ("prompt", "test", "entry_point") if k not in meta]
-    if missing:
-        raise ValueError(f"HumanEval item {row['prompt_id']} lacks {missing} in meta_json")
-    return GradedItem(row["prompt_id"], "humaneval_exec", meta["prompt"], row["reference"] or "", meta=meta)
+@dataclass(frozen=True)
+class Grader:
+    name: str
+    generative: bool  # the model generates its answer; otherwise its choices are scored
+    grade: GradeFunction
+    item: ItemFunction
+    stops: tuple[str, ...] = ()  # where a generation is cut
+    exemplars: int = 0  # leading prompts shown as worked examples, not graded
+    declared_shape: DeclaredShape = None
 
 
-def _math_item(row: dict, exemplar: str) -> GradedItem:
-    meta = _meta(row)
-    question = meta.get("question") or row["user"]
-    if not question or row["reference"] is None:
-        raise ValueError(f"math item {row['prompt_id']} lacks a question or reference answer")
-    return GradedItem(row["prompt_id"], "numeric_exact", f"{exemplar}\n\nQuestion: {question}\nAnswer:",
-                      str(row["reference"]), meta=meta)
+_GRADERS: dict[str, Grader] = {}
+_discovered = False
 
 
-def _choice_item(row: dict) -> GradedItem:
-    meta = _meta(row)
-    choices = tuple(row["choices"] or ())
-    if len(choices) < 2 or row["reference"] not in choices:
-        raise ValueError(f"multiple-choice item {row['prompt_id']} needs >= 2 choices including its reference")
-    context = meta.get("context")
-    if not context:
-        raise ValueError(f"multiple-choice item {row['prompt_id']} lacks its context in meta_json")
-    return GradedItem(row["prompt_id"], "multiple_choice_loglik", context, row["reference"], choices, meta)
+def register_grader(name: str, *, generative: bool, item: ItemFunction, stops: Sequence[str] = (),
+                    exemplars: int = 0, declared_shape: DeclaredShape = None) -> Callable[[GradeFunction], GradeFunction]:
+    """Register the decorated grading function under `name`; a second grader of that name
+    is an error naming both, not a silent replacement."""
+    if name == UNGRADED or not name.isidentifier():
+        raise ValueError(f"grader name {name!r}: use an identifier other than {UNGRADED!r}")
+    if generative and declared_shape == "choices":
+        raise ValueError(f"grader {name!r}: a generative grader cannot score choices")
+
+    def register(grade: GradeFunction) -> GradeFunction:
+        if name in _GRADERS:
+            raise ValueError(f"grader {name!r} is registered twice: by {_origin(_GRADERS[name].grade)} and by {_origin(grade)}")
+        _GRADERS[name] = Grader(name, generative, grade, item, tuple(stops), exemplars, declared_shape)
+        return grade
+
+    return register
 
 
-# --- math --------------------------------------------------------------------------------
-
-_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
-_FINAL_MARK = re.compile(rf"####\s*[^\d\-]{{0,3}}({_NUMBER})")
-_ANSWER_IS = re.compile(rf"answer is[^\d\-]{{0,12}}({_NUMBER})", re.IGNORECASE)
-_ANY_NUMBER = re.compile(_NUMBER)
+def _origin(function: Callable) -> str:
+    return f"{function.__module__}.{function.__qualname__}"
 
 
-def extract_number(text: str) -> str | None:
-    """The final numeric answer of a worked solution: after '####' if present, else after
-    'the answer is', else the last number in the text. Commas are dropped."""
-    for pattern in (_FINAL_MARK, _ANSWER_IS):
-        found = pattern.findall(text)
-        if found:
-            return found[-1].replace(",", "")
-    numbers = _ANY_NUMBER.findall(text)
-    return numbers[-1].replace(",", "") if numbers else None
+def _discover() -> None:
+    """Import every module of the graders package once: each registers its graders."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    from eexit_core.evaluation import graders as package
+
+    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
-def numbers_equal(answer: str | None, reference: str) -> bool:
-    if answer is None:
-        return False
-    try:
-        return Decimal(answer.replace(",", "")) == Decimal(reference.replace(",", "").strip())
-    except InvalidOperation:
-        return False
+def grader_names() -> tuple[str, ...]:
+    """The registered graders, sorted: what a graded workload's `grader` may be."""
+    _discover()
+    return tuple(sorted(_GRADERS))
 
 
-def grade_math(generation: str, reference: str) -> bool:
-    return numbers_equal(extract_number(generation), reference)
+def grader_modules(name: str | None = None) -> list[Path]:
+    """The files that define grader `name` (every registered grader's, without a name): a
+    grader's code is part of what its workloads' stored exit accuracy depends on."""
+    import sys
+
+    specs = [grader(name)] if name is not None else [grader(n) for n in grader_names()]
+    return sorted({Path(sys.modules[f.__module__].__file__) for g in specs for f in (g.grade, g.item)})
 
 
-# --- code --------------------------------------------------------------------------------
+def grader(name: str) -> Grader:
+    _discover()
+    if name not in _GRADERS:
+        raise ValueError(f"no grader named {name!r}; graded workloads use one of {', '.join(grader_names())}")
+    return _GRADERS[name]
 
 
-def grade_humaneval(item: GradedItem, completion: str, *, timeout_s: float = 10.0,
-                    hidden_paths: Sequence[Path] = ()) -> bool:
-    """pass@1 of one greedy completion: the problem's tests run in the sandbox, which hides
-    the project and `hidden_paths` (the workspace, wherever it lies) from the program.
-
-    Passing needs exit status 0 *and* a random token printed after the tests, so a
-    completion that exits early with status 0 (`sys.exit(0)`) is not graded a pass.
-    """
-    from eexit_core.evaluation.sandbox import SandboxLimits, humaneval_program, run_python
-
-    token = secrets.token_hex(16)
-    program = humaneval_program(item.meta["prompt"], completion, item.meta["test"], item.meta["entry_point"])
-    program += f"\nprint({token!r}, flush=True)\n"
-    result = run_python(program, SandboxLimits(timeout_s=timeout_s, cpu_s=max(1, int(timeout_s))), hidden_paths=hidden_paths)
-    return result.passed and token in result.stdout
+def graded_items(prompts: pl.DataFrame, grader_name: str) -> list[GradedItem]:
+    """The items of a graded workload (its prompts table), ready to generate or score; the
+    grader's worked examples (the first rows) are shown in its prompts, not graded."""
+    spec = grader(grader_name)
+    rows = [{**row, "meta": json.loads(row.get("meta_json") or "{}")} for row in prompts.iter_rows(named=True)]
+    if len(rows) <= spec.exemplars:
+        raise ValueError(f"a {grader_name} workload needs more than {spec.exemplars} prompt(s): "
+                         f"the first {spec.exemplars} are worked examples")
+    exemplars, graded = rows[: spec.exemplars], rows[spec.exemplars:]
+    return [spec.item(row, exemplars) for row in graded]
 
 
-# --- multiple choice ---------------------------------------------------------------------
+def grade_answer(item: GradedItem, answer: Any, context: GradingContext = GradingContext()) -> bool:
+    """Whether `answer` (a generated text, or the choices' log-probabilities) is right; a
+    workload's answer filter picks the part of a generation that is graded."""
+    answer_filter = item.meta.get("answer_filter")
+    if answer_filter and isinstance(answer, str):
+        answer = filtered_answer(answer, answer_filter["regex"], answer_filter.get("take", "first"))
+    return grader(item.grader).grade(item, answer, context)
 
 
-def choice_correct(logprobs: Sequence[float], item: GradedItem) -> bool:
-    """lm-evaluation-harness `acc`: the highest log-likelihood choice is the reference
-    (a tie counts against the model)."""
-    best = max(logprobs)
-    winners = [c for c, lp in zip(item.choices, logprobs) if lp == best]
-    return winners == [item.reference]
-
-
-def grade_generation(item: GradedItem, generation: str, *, timeout_s: float = 10.0,
-                     hidden_paths: Sequence[Path] = ()) -> bool:
-    """Grade a generated answer; `timeout_s` bounds a code item's sandboxed test run and
-    `hidden_paths` are unreadable to it."""
-    if item.grader == "humaneval_exec":
-        return grade_humaneval(item, generation, timeout_s=timeout_s, hidden_paths=hidden_paths)
-    if item.grader == "numeric_exact":
-        return grade_math(generation, item.reference)
-    raise ValueError(f"{item.grader} items are scored by log-likelihood, not generation")
+def filtered_answer(generation: str, regex: str, take: str = "first") -> str:
+    """lm-eval's regex filter: the first (or last) match's first group, or the whole match
+    where the pattern has no group; nothing (graded wrong) where it does not match."""
+    matches = list(re.finditer(regex, generation))
+    if not matches:
+        return ""
+    match = matches[0] if take == "first" else matches[-1]
+    return match.group(1) if match.re.groups else match.group(0)

@@ -19,19 +19,22 @@ from eexit_core.storage.provenance import code_version
 from eexit_core.storage.workspace import Workspace
 
 
-def exit_code_modules() -> list[Path]:
-    """The code behind exit accuracy (`dvc.yaml`'s exits stage depends on the same files)."""
+def exit_code_modules(grader_name: str | None = None) -> list[Path]:
+    """The code behind exit accuracy on a workload graded by `grader_name` (with every
+    grader, without a name: `dvc.yaml`'s exits stage depends on the same files)."""
     from eexit_core.decoding import early_exit
     from eexit_core.evaluation import exit_accuracy, grading
     from eexit_core.evaluation.sandbox import child, probe, supervisor
     from eexit_core.models import adapters, checkpoints
 
-    return [Path(m.__file__) for m in (adapters, checkpoints, early_exit, exit_accuracy, grading, supervisor, child, probe)]
+    modules = (adapters, checkpoints, early_exit, exit_accuracy, grading, supervisor, child, probe)
+    return [Path(m.__file__) for m in modules] + grading.grader_modules(grader_name)
 
 
-def exit_code_version() -> str:
-    """Checksum of the code behind exit accuracy: a change invalidates stored results."""
-    return sha256_text(*(path.read_text() for path in exit_code_modules()))[:16]
+def exit_code_version(grader_name: str | None = None) -> str:
+    """Checksum of the code behind exit accuracy with this grader: a change invalidates
+    stored results (of this grader's workloads only, when one grader's file changes)."""
+    return sha256_text(*(path.read_text() for path in exit_code_modules(grader_name)))[:16]
 
 
 def exit_asset_code_version(settings: ExitSweepSettings = ExitSweepSettings()) -> str:
@@ -57,7 +60,7 @@ def plan_exit_accuracy(ws: Workspace, model_id: str, workload: WorkloadEntry, se
     from eexit_core.evaluation.grading import graded_items
     from eexit_core.workloads.prompts import load_prompts
 
-    if workload.grader == "none":
+    if not workload.graded:
         raise ValueError(f"workload {workload.workload_id!r} has no grader; exit accuracy needs a graded workload")
     prompts = load_prompts(workload, sdist_dir=ws.sdist_dir, cache_dir=ws.cache_dir / "workloads",
                            n_prompts=settings.items_needed(workload.grader), data_root=ws.root)
@@ -70,7 +73,7 @@ def _exit_meta(ws: Workspace, model_id: str, workload: WorkloadEntry, items_chec
     record = json.loads(_require(ws.checkpoint_record(model_id), "model_checkpoints", model_id).read_text())
     return {
         "partition": f"{model_id}|{workload.workload_id}",
-        "exit_code_version": exit_code_version(),
+        "exit_code_version": exit_code_version(workload.grader),
         "model_checksum": record.get("checksum"),
         "workload_checksum": items_checksum,
         "seed": workload.seed,

@@ -113,7 +113,7 @@ def _exit_problem(ws: Workspace, meta: dict, model_id: str, entry: WorkloadEntry
         return "the model's checkpoint is unavailable or not prepared"
     if meta.get("model_checksum") != checksum:
         return "computed from another checkpoint (its weights changed)"
-    if meta.get("exit_code_version") != exit_code_version():
+    if meta.get("exit_code_version") != exit_code_version(entry.grader):
         return "computed by older exit-accuracy code"
     try:  # the items the stored sweep would draw now
         sweep = ExitSweepSettings(**json.loads(meta.get("settings") or "{}"))

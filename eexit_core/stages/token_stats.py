@@ -34,7 +34,7 @@ class LensSettings:
 def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
                             settings: LensSettings = LensSettings()) -> pl.DataFrame:
     """Per-token, per-layer stats of one model on one workload, stored as Parquet."""
-    from eexit_core.workloads.prompts import render_texts
+    from eexit_core.workloads.rendering import render_texts
 
     partition = f"{model.model_id}|{workload.workload_id}"
     prompts_path = _require(ws.prompts_path(workload.workload_id), "workload_prompts", workload.workload_id)
@@ -87,9 +87,9 @@ def lens_modules(engine: str = settings_defaults.LENS_ENGINE) -> list[Path]:
     from eexit_core.lens import engine as lens
     from eexit_core.lens import gram
     from eexit_core.models import adapters, checkpoints
-    from eexit_core.workloads import prompts as workloads
+    from eexit_core.workloads import rendering
 
-    modules = [lens, adapters, gram, checkpoints, workloads]
+    modules = [lens, adapters, gram, checkpoints, rendering]
     if engine == "kernel":
         from eexit_core.lens import kernel as lens_kernel
 

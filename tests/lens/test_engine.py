@@ -237,7 +237,8 @@ def test_the_stats_fingerprint_covers_every_module_the_stats_run(llama, tokenize
     from pathlib import Path
 
     from eexit_core import stages
-    from eexit_core.workloads.prompts import PROMPT_SCHEMA, render_texts
+    from eexit_core.workloads.prompts import PROMPT_SCHEMA
+    from eexit_core.workloads.rendering import render_texts
 
     core = Path(lens.__file__).parents[1]  # eexit_core, every subpackage
     executed: set[Path] = set()
@@ -255,5 +256,5 @@ def test_the_stats_fingerprint_covers_every_module_the_stats_run(llama, tokenize
         token_layer_stats(llama, tokenizer, texts, stats=["logit_cos", "hidden_cos"])  # the d-space lens
     finally:
         sys.setprofile(None)
-    assert {str(p.relative_to(core)) for p in executed} >= {"lens/engine.py", "lens/gram.py", "workloads/prompts.py"}
+    assert {str(p.relative_to(core)) for p in executed} >= {"lens/engine.py", "lens/gram.py", "workloads/rendering.py"}
     assert executed <= set(stages.lens_modules("eager")), executed - set(stages.lens_modules("eager"))

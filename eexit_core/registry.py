@@ -19,6 +19,8 @@ from eexit_core.errors import EexitError
 ArchClass = Literal["dense", "moe", "ssm", "hybrid"]
 Training = Literal["base", "instruct", "chat", "code", "rl", "early_exit"]
 Domain = Literal["code", "math", "qa", "instruction", "prose"]
+# A prompt longer than a model's context: fail its partition, cut it from the left, or leave it out.
+OverContext = Literal["fail", "truncate_left", "skip"]
 
 
 class RegistryError(EexitError, ValueError):
@@ -173,6 +175,9 @@ class WorkloadEntry(_Strict):
         128, gt=1, description="prompts are cut to this many tokens; null keeps them whole"
     )
     seed: int = 0
+    over_context: OverContext = Field(
+        "fail", description="a prompt longer than a model's context: fail the partition naming it, cut it from "
+        "the left (truncate_left) or leave it out (skip); cut and skipped prompts are counted per partition")
     grader: str = Field("none", description="a registered grader (eexit_core/evaluation/graders/), or none")
     chat_template: bool = Field(
         False, description="render through the model's chat template where it has one"

@@ -24,7 +24,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -117,6 +117,48 @@ class ExitSweepSettings:
         spec = grader(grader_name)
         n = self.n_items_generate if spec.generative else self.n_items_choice
         return None if n is None else n + spec.exemplars
+
+
+@dataclass(frozen=True)
+class FittedItems:
+    """The items a model's context can hold, and the ids of those that were longer."""
+
+    items: list[GradedItem]
+    over_context: list[str]
+
+
+def fit_to_context(items: Sequence[GradedItem], tokenizer, context_length: int | None, rule: str,
+                   max_new_tokens: int) -> FittedItems:
+    """Each item whose prompt and answer (its longest choice, or `max_new_tokens` generated)
+    exceed the context fails (`PromptTooLongError`, naming it), is cut from the left
+    (`truncate_left`: the prompt's last tokens, decoded) or is left out (`skip`)."""
+    from eexit_core.lens.engine import PromptTooLongError, truncate_left
+
+    if context_length is None:
+        return FittedItems(list(items), [])
+    kept: list[GradedItem] = []
+    over: list[str] = []
+    for item in items:
+        ids = list(tokenizer(item.prompt, add_special_tokens=True)["input_ids"])
+        answer = (max(len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in item.choices)
+                  if item.choices else max_new_tokens)
+        room = context_length - answer
+        if len(ids) <= room:
+            kept.append(item)
+            continue
+        over.append(item.prompt_id)
+        if rule == "fail" or room < 2:
+            raise PromptTooLongError(
+                f"{item.prompt_id}: its prompt has {len(ids)} tokens and its answer up to {answer}, but the model's "
+                f"context is {context_length}; set the workload's over_context to truncate_left or skip",
+                n_tokens=len(ids) + answer, context_length=context_length)
+        if rule == "truncate_left":
+            kept.append(replace(item, prompt=tokenizer.decode(truncate_left(ids, room, tokenizer.bos_token_id),
+                                                              skip_special_tokens=True)))
+    if not kept:
+        raise PromptTooLongError(f"every item is longer than the model's context ({context_length}); nothing to grade",
+                                 context_length=context_length)
+    return FittedItems(kept, over)
 
 
 def strided_layers(n_layers: int, points: int | None) -> list[int]:

@@ -12,6 +12,7 @@ join them back to tokens.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from eexit_core import settings
 from eexit_core.errors import EexitError
 from eexit_core.lens.gram import DSPACE_STATS, dspace_stats, gram_head, supports_dspace
 from eexit_core.models.adapters import ExitHead, resolve_exit_head, resolve_routers
+from eexit_core.registry import OverContext
 from eexit_core.storage.schema import STAT_COLUMNS  # re-exported: part of the public API
 
 # A chunk's logits are capped near this many floats (128 MiB in float32). Narrower chunks
@@ -62,30 +64,64 @@ class EncodedBatch:
     sample: Sequence[int]  # index into the caller's texts for each row
 
 
+# What becomes of a text longer than the model's context (a workload's `over_context`).
+OVERFLOW_RULES = typing.get_args(OverContext)
+
+
 def encode_texts(
-    tokenizer, texts: Sequence[str], *, max_tokens: int | None, context_length: int | None
+    tokenizer, texts: Sequence[str], *, max_tokens: int | None, context_length: int | None,
+    overflow: str = "fail",
 ) -> list[list[int]]:
-    """Token ids of each text (with the tokenizer's special tokens), cut to `max_tokens`."""
+    """Token ids of each text (with the tokenizer's special tokens), cut to `max_tokens`.
+    A text still longer than the context fails (`PromptTooLongError`), loses its start
+    (`truncate_left`: the last tokens are kept, after the BOS where the text has one) or
+    is left out (`skip`: an empty list, which `batches` passes over), as `overflow` says."""
+    if overflow not in OVERFLOW_RULES:
+        raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_RULES)}, got {overflow!r}")
     encoded: list[list[int]] = []
     for index, text in enumerate(texts):
         ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
         if max_tokens is not None:
             ids = ids[:max_tokens]
         if context_length is not None and len(ids) > context_length:
-            raise PromptTooLongError(
-                f"text {index} has {len(ids)} tokens but the model's context is "
-                f"{context_length}; shorten it or set the workload's max_tokens",
-                index=index, n_tokens=len(ids), context_length=context_length,
-            )
+            if overflow == "fail":
+                raise PromptTooLongError(
+                    f"text {index} has {len(ids)} tokens but the model's context is "
+                    f"{context_length}; shorten it, set the workload's max_tokens or its over_context",
+                    index=index, n_tokens=len(ids), context_length=context_length,
+                )
+            ids = [] if overflow == "skip" else truncate_left(ids, context_length, tokenizer.bos_token_id)
         encoded.append(ids)
     return encoded
+
+
+def truncate_left(ids: list[int], keep: int, bos_id: int | None) -> list[int]:
+    """The last `keep` tokens, a leading BOS kept in front (it counts among them)."""
+    if bos_id is not None and ids and ids[0] == bos_id:
+        return [bos_id, *ids[len(ids) - keep + 1:]]
+    return ids[len(ids) - keep:]
+
+
+def overflowing(tokenizer, texts: Sequence[str], *, max_tokens: int | None, context_length: int | None) -> list[int]:
+    """Indices of the texts longer than the context after the `max_tokens` cut."""
+    if context_length is None:
+        return []
+    cut = max_tokens if max_tokens is not None else None
+    return [i for i, text in enumerate(texts)
+            if len(tokenizer(text, add_special_tokens=True)["input_ids"][:cut]) > context_length]
+
+
+def model_context_length(model: nn.Module) -> int | None:
+    """The positions the model was built for (`max_position_embeddings` of its text config)."""
+    config = getattr(model, "config", None)
+    return getattr(getattr(config, "get_text_config", lambda: config)(), "max_position_embeddings", None)
 
 
 def batches(
     encoded: Sequence[list[int]], *, batch_size: int, pad_id: int, bos_id: int | None
 ) -> list[EncodedBatch]:
     """Right-padded batches of similar length (sorting by length keeps padding small)."""
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    order = sorted((i for i in range(len(encoded)) if encoded[i]), key=lambda i: len(encoded[i]))  # [] was skipped
     out: list[EncodedBatch] = []
     for start in range(0, len(order), batch_size):
         members = order[start : start + batch_size]
@@ -511,6 +547,7 @@ def token_layer_stats(
     max_tokens: int | None = None,
     stats: Sequence[str] | None = None,
     engine: str = settings.LENS_ENGINE,
+    overflow: str = "fail",
 ) -> "pl.DataFrame":
     """One row per (sample, position, layer) with the SPEC §1 stats; layer runs 1..L.
 
@@ -526,6 +563,9 @@ def token_layer_stats(
     `hidden_cos` are asked for and the head is linear, the d-space lens computes them
     through the head's Gram matrix with no vocabulary-sized work at all.
 
+    A text longer than the model's context fails, is cut from the left or is left out
+    (no rows), as `overflow` says (`encode_texts`).
+
     `engine` picks how the other stats run: "eager" (in-place float32 passes, the
     default), "compiled" (`torch.compile`, GPU) or "kernel" (the fused Triton kernel of
     `lens_kernel`, GPU). All three compute the same numbers (tested to 1e-5).
@@ -534,9 +574,8 @@ def token_layer_stats(
         raise ValueError(f"unknown lens engine {engine!r}; choose from {sorted(LENS_ENGINES)}")
     wanted = _requested(stats)
     head = resolve_exit_head(model)
-    config = getattr(model, "config", None)
-    context = getattr(getattr(config, "get_text_config", lambda: config)(), "max_position_embeddings", None)
-    encoded = encode_texts(tokenizer, texts, max_tokens=max_tokens, context_length=context)
+    encoded = encode_texts(tokenizer, texts, max_tokens=max_tokens, context_length=model_context_length(model),
+                           overflow=overflow)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     gram = gram_head(head) if set(wanted) <= set(DSPACE_STATS) and supports_dspace(head) else None
     routers = RouterCapture(resolve_routers(head))
@@ -609,6 +648,11 @@ __all__ = [
     "stats_for_tokens",
     "capture_residuals",
     "PromptTooLongError",
+    "OVERFLOW_RULES",
+    "encode_texts",
+    "model_context_length",
+    "overflowing",
+    "truncate_left",
     "NonFiniteError",
     "ExitHeadMismatchError",
 ]

@@ -77,13 +77,14 @@ def _exit_meta(ws: Workspace, model_id: str, workload: WorkloadEntry, items_chec
         "model_checksum": record.get("checksum"),
         "workload_checksum": items_checksum,
         "seed": workload.seed,
+        "over_context": workload.over_context,
         "settings": _sweep_key(settings),
         "code_version": code_version(),
     }
 
 
 # the stored fields that decide an exit-accuracy partition's content (its Dagster data version)
-EXIT_VERSION_FIELDS = ("exit_code_version", "model_checksum", "workload_checksum", "settings")
+EXIT_VERSION_FIELDS = ("exit_code_version", "model_checksum", "workload_checksum", "settings", "over_context")
 
 
 def exit_accuracy_data_version(ws: Workspace, model_id: str, workload_id: str) -> str:
@@ -109,13 +110,19 @@ def build_exit_accuracy(ws: Workspace, model: ModelEntry, workload: WorkloadEntr
                         progress=None, plan: ExitPlan | None = None) -> pl.DataFrame:
     """Static exits, dynamic policies and the per-item oracle of one model on one graded
     workload: the `exit_accuracy` summary and the per-item `exit_items` table."""
-    from eexit_core.evaluation.exit_accuracy import evaluate_exits
+    from eexit_core.evaluation.exit_accuracy import evaluate_exits, fit_to_context
+    from eexit_core.lens.engine import model_context_length
 
     plan = plan or plan_exit_accuracy(ws, model.model_id, workload, settings)
-    items, meta = plan.items, plan.meta
+    progress = progress or log.info
     checkpoint = read_checkpoint(ws, model.model_id)
     lm, tokenizer = load_model(checkpoint, device=device)
-    per_item, summary = evaluate_exits(lm, tokenizer, items, settings, progress=progress or log.info, hidden_paths=(ws.root,))
+    fitted = fit_to_context(plan.items, tokenizer, model_context_length(lm), workload.over_context, settings.max_new_tokens)
+    items, meta = fitted.items, {**plan.meta, "over_context_prompt_ids": fitted.over_context}
+    if fitted.over_context:
+        done = "cut from the left" if workload.over_context == "truncate_left" else "left out"
+        progress(f"{len(fitted.over_context)} item(s) longer than the context {done}: {', '.join(fitted.over_context[:3])}")
+    per_item, summary = evaluate_exits(lm, tokenizer, items, settings, progress=progress, hidden_paths=(ws.root,))
     keys = [pl.lit(model.model_id).alias("model_id"), pl.lit(workload.workload_id).alias("workload_id")]
     provenance = _provenance_columns(meta)
     by_id = {i.prompt_id: i for i in items}

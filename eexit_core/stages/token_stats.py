@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from eexit_core import settings as settings_defaults
-from eexit_core.lens.engine import PromptTooLongError, token_layer_stats
+from eexit_core.lens.engine import PromptTooLongError, model_context_length, overflowing, token_layer_stats
 from eexit_core.models.checkpoints import load_model
 from eexit_core.registry import ModelEntry, WorkloadEntry
 from eexit_core.stages.checkpoint import read_checkpoint
@@ -45,17 +45,24 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     lm, tokenizer = load_model(checkpoint, device=settings.device)
     texts = render_texts(prompts, tokenizer, use_chat_template=workload.chat_template)
     prompt_ids = prompts["prompt_id"]
+    context_length = model_context_length(lm)
+    over = overflowing(tokenizer, texts, max_tokens=workload.max_tokens, context_length=context_length)
+    if workload.over_context == "skip" and len(over) == len(texts):
+        raise PromptTooLongError(f"{partition}: every prompt is longer than {model.model_id}'s context ({context_length}); "
+                                 f"nothing is left to measure with over_context: skip", context_length=context_length)
     try:
         stats = token_layer_stats(
             lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size,
             max_tokens=workload.max_tokens, stats=settings.stats, engine=settings.engine,
+            overflow=workload.over_context,
         )
     except PromptTooLongError as exc:
         if exc.index is None:
             raise
         raise PromptTooLongError(
             f"{partition}: prompt {prompt_ids[exc.index]!r} has {exc.n_tokens} tokens but {model.model_id}'s context is "
-            f"{exc.context_length}; set a smaller max_tokens for {workload.workload_id!r} in {ws.workloads_registry}",
+            f"{exc.context_length}; set a smaller max_tokens for {workload.workload_id!r} in {ws.workloads_registry}, "
+            "or over_context: truncate_left or skip",
             index=exc.index, n_tokens=exc.n_tokens, context_length=exc.context_length,
         ) from exc
     stats = stats.with_columns(
@@ -71,6 +78,8 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
         "workload_checksum": read_parquet_metadata(prompts_path).get("checksum"),
         "seed": workload.seed,
         "max_tokens": workload.max_tokens,
+        # the prompts longer than the model's context, and what became of them (over_context)
+        "over_context": {"rule": workload.over_context, "prompt_ids": [prompt_ids[i] for i in over]},
         "top_k": settings.top_k,
         "stats": list(settings.stats) if settings.stats else None,
         "code_version": code_version(),
@@ -112,7 +121,8 @@ def lens_code_version(settings: LensSettings = LensSettings()) -> str:
 
 
 # the stored fields that decide a stats partition's content (its Dagster data version)
-STATS_VERSION_FIELDS = ("lens_version", "lens_engine", "model_checksum", "workload_checksum", "top_k", "stats", "max_tokens")
+STATS_VERSION_FIELDS = ("lens_version", "lens_engine", "model_checksum", "workload_checksum", "top_k", "stats", "max_tokens",
+                        "over_context")
 
 
 def token_stats_data_version(ws: Workspace, model_id: str, workload_id: str) -> str:
@@ -133,6 +143,9 @@ def stats_input_problem(ws: Workspace, meta: dict, workload: WorkloadEntry, mode
         return f"computed with max_tokens {meta.get('max_tokens')}, the registry now says {workload.max_tokens}"
     if meta.get("lens_version") != lens_version(meta.get("lens_engine") or settings_defaults.LENS_ENGINE):
         return "computed by older lens code"
+    over = meta.get("over_context") or {}
+    if over.get("prompt_ids") and over.get("rule") != workload.over_context:
+        return f"prompts over the context were handled by over_context {over.get('rule')}, the registry now says {workload.over_context}"
     return None
 
 

@@ -212,3 +212,28 @@ def test_skip_table_flags_accuracy_at_chance():
     row = skip_table(summary, pl.DataFrame(), 0.05, items).row(0, named=True)
     assert row["chance_accuracy"] == 0.5 and row["full_accuracy"] == 0.5
     assert row["above_chance_p"] > 0.05 and "not above chance" in row["note"]
+
+
+# --- items longer than the model's context -----------------------------------------------
+
+def test_items_over_the_context_fail_by_id_are_cut_from_the_left_or_left_out(tokenizer):
+    from eexit_core.evaluation.exit_accuracy import fit_to_context
+    from eexit_core.lens.engine import PromptTooLongError
+
+    long_prompt = " ".join(["the king was at sea ."] * 12)  # 1 + 72 tokens
+    items = [GradedItem("w/short", "numeric_exact", "how many ships ?", "3"),
+             GradedItem("w/long", "numeric_exact", long_prompt, "3"),
+             GradedItem("w/choice", "multiple_choice_loglik", long_prompt, "yes", ("yes", "no no no"))]
+    assert fit_to_context(items, tokenizer, None, "fail", 8).items == items  # no known context: all kept
+    with pytest.raises(PromptTooLongError, match=r"w/long: its prompt has 73 tokens and its answer up to 8, but the "
+                                                 r"model's context is 64; set the workload's over_context"):
+        fit_to_context(items, tokenizer, 64, "fail", 8)
+    skipped = fit_to_context(items, tokenizer, 64, "skip", 8)
+    assert [i.prompt_id for i in skipped.items] == ["w/short"] and skipped.over_context == ["w/long", "w/choice"]
+    cut = fit_to_context(items, tokenizer, 64, "truncate_left", 8)
+    assert [i.prompt_id for i in cut.items] == ["w/short", "w/long", "w/choice"]
+    lengths = [len(tokenizer(i.prompt)["input_ids"]) for i in cut.items]
+    assert lengths == [5, 64 - 8, 64 - 3]  # room left for 8 generated tokens, or the longest choice (3 words)
+    assert cut.items[1].prompt.endswith("at sea .") and cut.items[0] == items[0]
+    with pytest.raises(PromptTooLongError, match="every item is longer"):
+        fit_to_context(items[1:], tokenizer, 64, "skip", 8)

@@ -258,3 +258,43 @@ def test_the_stats_fingerprint_covers_every_module_the_stats_run(llama, tokenize
         sys.setprofile(None)
     assert {str(p.relative_to(core)) for p in executed} >= {"lens/engine.py", "lens/gram.py", "workloads/rendering.py"}
     assert executed <= set(stages.lens_modules("eager")), executed - set(stages.lens_modules("eager"))
+
+
+# --- a text longer than the model's context (64 positions here) --------------------------
+
+LONG = " ".join(f"the king {i % 10} was at sea ." for i in range(12))  # 1 + 84 tokens
+
+
+class _CutTokenizer:
+    """The test tokenizer, except that `LONG` encodes to its left-truncated ids: the
+    float64 reference then sees exactly what `truncate_left` should feed the model."""
+
+    def __init__(self, tokenizer, cut: list[int]) -> None:
+        self.inner, self.cut = tokenizer, cut
+
+    def __call__(self, text, **kwargs):
+        if text == LONG:
+            return {"input_ids": torch.tensor([self.cut])}
+        return self.inner(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_text_over_the_context_fails_is_cut_from_the_left_or_is_left_out(llama, tokenizer):
+    texts = [TEXTS[0], LONG, TEXTS[3]]
+    ids = tokenizer(LONG)["input_ids"]
+    assert len(ids) > 64 and lens.overflowing(tokenizer, texts, max_tokens=None, context_length=64) == [1]
+    with pytest.raises(lens.PromptTooLongError, match="text 1 has 85 tokens") as failed:
+        token_layer_stats(llama, tokenizer, texts)
+    assert failed.value.index == 1
+    cut = lens.truncate_left(ids, 64, tokenizer.bos_token_id)
+    assert cut[0] == tokenizer.bos_token_id and cut[1:] == ids[-63:]
+    reference = brute_force(llama, _CutTokenizer(tokenizer, cut), texts)
+    truncated = token_layer_stats(llama, tokenizer, texts, overflow="truncate_left")
+    assert truncated.filter(pl.col("sample") == 1)["position"].max() == 63
+    assert_matches(truncated, reference, llama)
+    skipped = token_layer_stats(llama, tokenizer, texts, overflow="skip")
+    assert sorted(skipped["sample"].unique()) == [0, 2]  # the others keep their indices into `texts`
+    assert_matches(skipped, {key: row for key, row in reference.items() if key[0] != 1}, llama)
+    assert lens.overflowing(tokenizer, texts, max_tokens=64, context_length=64) == []  # max_tokens cuts first

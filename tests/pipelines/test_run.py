@@ -463,6 +463,24 @@ def test_a_prompt_longer_than_the_context_is_named_by_its_id(tiny_workspace, tmp
     prompt_ids = pl.read_parquet(root / "data" / "artifacts" / "prompts" / "shakespeare.parquet")["prompt_id"].to_list()
     assert any(f"prompt {pid!r}" in result.stderr for pid in prompt_ids), result.stderr[-2000:]
     assert "tiny-llama's context is 64" in result.stderr and "max_tokens" in result.stderr
+    stats_path = root / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__shakespeare.parquet"
+    # configured instead: cut from the left (kept at the context, counted), or left out
+    registry = root / "data" / "registry" / "workloads.yaml"
+    for rule in ("truncate_left", "skip"):
+        text = registry.read_text().replace("max_tokens: 200\n", f"max_tokens: 200\n    over_context: {rule}\n", 1)
+        registry.write_text(text.replace("over_context: truncate_left\n    over_context: skip", "over_context: skip"))
+        assert _run(root, "--stage", "prompts", **env).returncode == 0
+        result = _run(root, "--stage", "stats", **env)
+        if rule == "skip":  # every passage is longer than 64 tokens: nothing is left to measure
+            assert result.returncode == 1 and "every prompt is longer than tiny-llama's context (64)" in result.stderr
+            break
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        from eexit_core.storage.artifacts import read_parquet_metadata
+
+        over = read_parquet_metadata(stats_path)["over_context"]
+        assert over["rule"] == rule and set(over["prompt_ids"]) == set(prompt_ids)
+        stats = pl.read_parquet(stats_path)
+        assert stats["position"].max() == 63 and stats["sample"].n_unique() == len(prompt_ids)
 
 
 def test_runs_a_killed_runner_left_unfinished_are_marked_failed(tmp_path):

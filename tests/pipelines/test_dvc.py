@@ -53,6 +53,7 @@ def source_repo(tmp_path) -> Path:
     ignore = shutil.ignore_patterns(".venv", "data", ".dagster", ".git", "__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info")
     shutil.copytree(REPO, src, ignore=ignore)
     shutil.copytree(REPO / "data" / "registry", src / "data" / "registry")
+    shutil.copytree(REPO / "data" / "workloads", src / "data" / "workloads")  # files declared workloads read
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     _sh(["git", "init", "--quiet"], src, env)
     _sh(["git", "add", "-A"], src, env)

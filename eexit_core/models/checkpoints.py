@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -222,16 +223,9 @@ def gguf_shape_misfits(gguf_path: Path) -> list[str]:
             continue
         found = tuple(int(d) for d in reversed(tensor.shape.tolist()))  # GGUF lists dimensions innermost first
         wanted = tuple(expected[parameter].shape)
-        if _numel(found) != _numel(wanted):
+        if math.prod(found) != math.prod(wanted):
             misfits.append(f"tensor {tensor.name} has shape {found}, {parameter} needs {wanted}")
     return misfits
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
 
 
 def prepare_checkpoint(entry: ModelEntry, *, models_dir: Path, cache_dir: Path, allow_download: bool = False,

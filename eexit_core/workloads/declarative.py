@@ -117,21 +117,22 @@ def declared_rows(entry: WorkloadEntry, src: DatasetsSource, n: int, *, data_roo
     from eexit_core.workloads.prompts import select_prompts
 
     documents, fingerprint = dataset_documents(entry, src, data_root=data_root, cache_dir=cache_dir)
-    prefix = f"{entry.workload_id}/" if src.id_prefix is None else src.id_prefix
-    candidates = [{"prompt_id": f"{prefix}{_item_id(entry, src, i, doc)}", "index": i} for i, doc in enumerate(documents)]
+    candidates = [{"prompt_id": _prompt_id(entry, src, i, doc), "index": i} for i, doc in enumerate(documents)]
     picked = select_prompts(entry, [candidates], n, f"{src.path} split {src.split}")
     shots = _FewShots(entry, src, documents, data_root=data_root, cache_dir=cache_dir)
     return [_prompt(entry, src, c["prompt_id"], documents[c["index"]], fingerprint, shots.before(c["prompt_id"]))
             for c in picked]
 
 
-def _item_id(entry: WorkloadEntry, src: DatasetsSource, index: int, doc: dict[str, Any]) -> str:
+def _prompt_id(entry: WorkloadEntry, src: DatasetsSource, index: int, doc: dict[str, Any]) -> str:
+    """`id_prefix` (by default '<workload_id>/') and the row's `id_field` (else its number)."""
+    prefix = f"{entry.workload_id}/" if src.id_prefix is None else src.id_prefix
     if src.id_field is None:
-        return str(index)
+        return f"{prefix}{index}"
     if src.id_field not in doc:
         raise TemplateError(f"workload {entry.workload_id!r}: id_field {src.id_field!r} is not a field of its rows; "
                             f"they have: {', '.join(sorted(doc))}")
-    return str(doc[src.id_field])
+    return f"{prefix}{doc[src.id_field]}"
 
 
 class _FewShots:
@@ -150,8 +151,7 @@ class _FewShots:
         if not self.same_split:
             documents, _ = dataset_documents(entry, src.model_copy(update={"split": spec.split}),
                                              data_root=data_root, cache_dir=cache_dir)
-        prefix = f"{entry.workload_id}/" if src.id_prefix is None else src.id_prefix
-        pool = [(f"{prefix}{_item_id(entry, src, i, doc)}", doc) for i, doc in enumerate(documents)]
+        pool = [(_prompt_id(entry, src, i, doc), doc) for i, doc in enumerate(documents)]
         self.ranked = sorted(pool, key=lambda pair: rank_key(spec.seed, pair[0]))
 
     def before(self, prompt_id: str) -> str:

@@ -81,7 +81,7 @@ if [ ! -x "$VENV/tools/dvc/bin/dvc" ]; then
   "$VENV/tools/dvc/bin/python" -m pip install --quiet --upgrade pip
 fi
 "$VENV/tools/dvc/bin/python" -m pip install --quiet "dvc==3.67.1" -c "$DVC_LOCK"
-ln -sf "$(pwd)/$VENV/tools/dvc/bin/dvc" "$VENV/bin/dvc"
+ln -sfn ../tools/dvc/bin/dvc "$VENV/bin/dvc"  # relative: the environment may be moved or linked
 
 
 mkdir -p .dagster

@@ -120,33 +120,41 @@ def model_entry_yaml(model_id: str, source: str, *, architecture: str = "LlamaFo
 """
 
 
+# a piece for the word boundary and for each printable ASCII character: any English text
+# tokenises, one character a token
+TEXT_PIECES = ["\u2581", *(chr(c) for c in range(33, 127))]
 TINY_GGUF_FACTS = {"architecture": "LlamaForCausalLM", "n_layers": 1, "context_length": 64}
 
 
-def write_tiny_llama_gguf(path: Path, q_shape: tuple[int, int] = (16, 16)) -> Path:
+def write_tiny_llama_gguf(path: Path, q_shape: tuple[int, int] = (16, 16), context_length: int = 64,
+                          pieces: list[str] | None = None) -> Path:
     """A one-block float32 Llama GGUF (hidden 16, 4 heads, a 40-token SentencePiece-style
-    vocabulary), converted in about 2 s; `q_shape` is attn_q's (rows, cols), to misfit it."""
+    vocabulary), converted in about 2 s; `q_shape` is attn_q's (rows, cols), to misfit it.
+    `pieces` replaces the 37 made-up words (which no real text contains) by a vocabulary
+    of its own, e.g. `TEXT_PIECES`, so that prose tokenises to more than its BOS."""
     import gguf
     import numpy as np
 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(1)
-    writer.add_context_length(64)
+    writer.add_context_length(context_length)
     writer.add_embedding_length(16)
     writer.add_feed_forward_length(32)
     writer.add_head_count(4)
     writer.add_head_count_kv(4)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_vocab_size(40)
+    pieces = pieces or [f"\u2581w{i}" for i in range(37)]
+    vocab = 3 + len(pieces)
+    writer.add_vocab_size(vocab)
     writer.add_tokenizer_model("llama")
-    writer.add_token_list(["<unk>", "<s>", "</s>", *(f"\u2581w{i}" for i in range(37))])
-    writer.add_token_scores([0.0] * 3 + [-float(i) for i in range(37)])
-    writer.add_token_types([2, 3, 3] + [1] * 37)  # unknown, control, control, then normal
+    writer.add_token_list(["<unk>", "<s>", "</s>", *pieces])
+    writer.add_token_scores([0.0] * 3 + [-float(i) for i in range(len(pieces))])
+    writer.add_token_types([2, 3, 3] + [1] * len(pieces))  # unknown, control, control, then normal
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     rng = np.random.default_rng(0)
-    shapes = {"token_embd.weight": (40, 16), "output_norm.weight": (16,), "blk.0.attn_norm.weight": (16,),
+    shapes = {"token_embd.weight": (vocab, 16), "output_norm.weight": (16,), "blk.0.attn_norm.weight": (16,),
               "blk.0.ffn_norm.weight": (16,), "blk.0.attn_q.weight": q_shape, "blk.0.attn_k.weight": (16, 16),
               "blk.0.attn_v.weight": (16, 16), "blk.0.attn_output.weight": (16, 16),
               "blk.0.ffn_gate.weight": (32, 16), "blk.0.ffn_up.weight": (32, 16), "blk.0.ffn_down.weight": (16, 32)}
@@ -157,3 +165,36 @@ def write_tiny_llama_gguf(path: Path, q_shape: tuple[int, int] = (16, 16)) -> Pa
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# --- the tiny workspace of the pipeline tests (tests/tiny_run.py), built and run once ----
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory) -> Path:
+    """Registries and the tiny model, never run: copy what a test changes."""
+    from tests.tiny_run import build_tiny_workspace
+
+    return build_tiny_workspace(tmp_path_factory.mktemp("ws"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_workspace, tmp_path_factory):
+    """The whole DAG run once on a copy of the tiny workspace; read it, never change it
+    (`tiny_run_copy` is the copy to change)."""
+    import shutil
+
+    from tests.tiny_run import FinishedRun, run_pipeline
+
+    root = tmp_path_factory.mktemp("finished") / "ws"
+    shutil.copytree(tiny_workspace, root, symlinks=True)
+    result = run_pipeline(root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return FinishedRun(root, result)
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A copy of the finished tiny run, Dagster history included, for one test to change."""
+    from tests.tiny_run import copy_of_run
+
+    return copy_of_run(tiny_run.root, tmp_path / "ws")

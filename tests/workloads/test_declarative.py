@@ -14,7 +14,6 @@ from eexit_core.workloads.declarative import TemplateError, render
 from eexit_core.workloads.prompts import SourceUnavailableError, load_prompts
 from eexit_core.workloads.sources.declared import DatasetsSource
 from tests.conftest import REPO
-from tests.pipelines.test_run import tiny_workspace  # noqa: F401  (a module fixture of its own here)
 
 ROWS = [
     {"id": "a", "question": "2 + 3 =", "choices": ["4", "5", "6"], "answer": "5", "label": 1},
@@ -207,12 +206,12 @@ def test_a_field_name_renders_its_value_unchanged():
     assert render(entry, "doc_to_text", "{{ q | upper }}!", {"q": "hi"}) == "HI!"
 
 
-def test_a_declared_workload_runs_end_to_end_on_a_tiny_model(tiny_workspace, tmp_path):  # noqa: F811
+def test_a_declared_workload_runs_end_to_end_on_a_tiny_model(tiny_workspace, tmp_path):
     """Prompts, stats, exit accuracy and EAS for a workload that exists only as YAML and a file."""
     import duckdb
 
     from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
-    from tests.pipelines.test_run import _copied_workspace, _run
+    from tests.tiny_run import run_pipeline, unrun_copy
 
     arithmetic = f"""\
 workloads:
@@ -225,8 +224,8 @@ workloads:
     max_tokens: 24
     grader: multiple_choice_loglik
 """
-    root = _copied_workspace(tiny_workspace, tmp_path, workloads_yaml=arithmetic)
-    result = _run(root, EEXIT_MODELS="tiny-llama")
+    root = unrun_copy(tiny_workspace, tmp_path, workloads_yaml=arithmetic)
+    result = run_pipeline(root, EEXIT_MODELS="tiny-llama")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True) as con:
         assert con.sql("select count(*) from eas_scores where workload_id = 'arithmetic'").fetchone()[0] > 0

@@ -10,7 +10,8 @@ from assets import (
     oracle_exits,
     token_layer_stats,
     workload_prompts,
+    zoo,
 )
 
 ASSET_MODULES = [workload_prompts, model_checkpoints, token_layer_stats, layer_similarity, oracle_exits, exit_accuracy,
-                 eas_scores, factor_report]
+                 eas_scores, factor_report, zoo]

@@ -14,6 +14,7 @@ import dagster as dg
 from eexit_core.models.checkpoints import weights_on_this_machine
 from eexit_core.settings import Environment
 from eexit_core.stages import registries
+from eexit_core.stages.zoo import zoo_variants
 from eexit_core.storage.workspace import Workspace
 
 
@@ -33,22 +34,29 @@ def selected_model_ids(ws: Workspace, env: Environment | None = None) -> list[st
     chosen = _chosen("EEXIT_MODELS", env.models, known)
     if chosen is not None:
         return chosen
+    if env.zoo is not None:  # the zoo's checkpoints (none before it has trained), and nothing else
+        return [m.model_id for m in models.models if m.zoo is not None]
+    registered = [m for m in models.models if m.zoo is None]
     if env.defaults.every_registered_model:
-        return known
-    return [m.model_id for m in models.models if m.embedded or weights_on_this_machine(m)]
+        return [m.model_id for m in registered]
+    return [m.model_id for m in registered if m.embedded or weights_on_this_machine(m)]
 
 
 def skipped_model_ids(ws: Workspace, env: Environment | None = None) -> list[str]:
     """Registered models a run leaves out: a local run's models whose weights are not here."""
     models, _ = registries(ws)
     selected = set(selected_model_ids(ws, env))
-    return [m.model_id for m in models.models if m.model_id not in selected]
+    return [m.model_id for m in models.models if m.model_id not in selected and m.zoo is None]
 
 
 def selected_workload_ids(ws: Workspace, env: Environment | None = None) -> list[str]:
     env = env or Environment.read()
     _, workloads = registries(ws)
     known = [w.workload_id for w in workloads.workloads]
+    if env.workloads is None and env.zoo is not None:
+        from eexit_core.settings import ZOO_WORKLOADS
+
+        return [w for w in known if w in ZOO_WORKLOADS]
     return _chosen("EEXIT_WORKLOADS", env.workloads, known) or known
 
 
@@ -70,6 +78,16 @@ graded_workload_partitions = dg.StaticPartitionsDefinition(selected_graded_workl
 model_graded_partitions = dg.MultiPartitionsDefinition(
     {"model": model_partitions, "workload": graded_workload_partitions}
 )
+
+
+def zoo_scale(env: Environment | None = None) -> str:
+    """The zoo scale the zoo assets train: EEXIT_ZOO's, else the CPU default."""
+    env = env or Environment.read()
+    return env.zoo or "cpu"
+
+
+# one partition per variant and seed the zoo trains (eexit_core/stages/zoo.py)
+zoo_variant_partitions = dg.StaticPartitionsDefinition([v.model_id for v in zoo_variants(zoo_scale())])
 
 
 def model_workload_key(model_id: str, workload_id: str) -> str:

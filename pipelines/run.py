@@ -3,10 +3,15 @@
     python -m pipelines.run                    # everything (what `make run` calls)
     python -m pipelines.run --stage stats      # one stage (what each `dvc.yaml` stage calls)
     python -m pipelines.run --force            # recompute token stats even where fresh
+    python -m pipelines.run --zoo              # train the zoo, then measure its checkpoints
 
 Stages: prompts (workload_prompts), checkpoints (model_checkpoints), stats
 (token_layer_stats), exits (exit_accuracy, graded workloads only), results
-(layer_similarity, oracle_exits, eas_scores, factor_report).
+(layer_similarity, oracle_exits, eas_scores, factor_report). The zoo (group `zoo`: its
+corpus, each variant trained, and the registry of its checkpoints) runs only when asked:
+`--zoo` trains it (the scale EEXIT_ZOO names, `cpu` by default) and then runs the stages
+above on its checkpoints and the zoo workloads; `EEXIT_ZOO=cpu python -m pipelines.run`
+measures a zoo trained earlier (exit accuracy is left out: the zoo's models are tiny).
 
 Each partition runs as a Dagster run in the instance under $DAGSTER_HOME (default
 `.dagster/`), so `dagster dev` shows the history. A failing partition (an unavailable
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -208,10 +214,17 @@ def _clean_up_after_a_kill(ws: Workspace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
+    parser.add_argument("--stage", choices=(*STAGES, "all", "zoo"), default="all",
+                        help="one stage; `zoo` trains the zoo and measures nothing")
     parser.add_argument("--force", action="store_true", help="recompute fresh token stats and exit accuracy too")
+    parser.add_argument("--zoo", action="store_true", help="train the zoo first, then measure its checkpoints")
     args = parser.parse_args(argv)
     stages_to_run = STAGES if args.stage == "all" else (args.stage,)
+    train_zoo = args.zoo or args.stage == "zoo"
+    if train_zoo:
+        from eexit_core.settings import choose_the_zoo
+
+        choose_the_zoo()  # before the assets load: they read the scale
 
     from eexit_core.settings import Environment
 
@@ -245,6 +258,20 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = TokenStatsConfig().lens_settings(runner.resources["eexit"].device)
     _, workload_registry = stages.registries(ws)
+
+    if train_zoo:
+        trained = _train_zoo(runner)
+        _say_failures(runner)
+        if not trained or runner.failed:
+            return 1
+        if args.stage == "zoo":
+            return 0
+        # the zoo's checkpoints become partitions when the definitions load again
+        command = [sys.executable, "-m", "pipelines.run", *(["--stage", args.stage] if args.stage != "all" else []),
+                   *(["--force"] if args.force else [])]
+        return subprocess.call(command)  # the environment carries the zoo's scale
+    if environment.zoo is not None:
+        stages_to_run = tuple(s for s in stages_to_run if s != "exits")
 
     if "prompts" in stages_to_run:
         print("workload_prompts", flush=True)
@@ -294,14 +321,30 @@ def main(argv: list[str] | None = None) -> int:
         ok = runner.run([*_results_store_keys(), "factor_report"], None, "results store and report")
         if ok:
             _print_scores(ws)
+    _say_failures(runner)
+    print(f"\ntotal {time.perf_counter() - started:.0f}s")
+    # non-zero when anything selected failed, so `dvc repro`, CI and scripts can tell
+    return 0 if ok and not runner.failed else 1
+
+
+def _say_failures(runner: Runner) -> None:
     for heading, lines in (("unavailable here, skipped", runner.unavailable), ("FAILED", runner.failed)):
         if lines:
             print(f"\n{heading}:", file=sys.stderr)
             for line in lines:
                 print(f"  - {line}", file=sys.stderr)
-    print(f"\ntotal {time.perf_counter() - started:.0f}s")
-    # non-zero when anything selected failed, so `dvc repro`, CI and scripts can tell
-    return 0 if ok and not runner.failed else 1
+
+
+def _train_zoo(runner: Runner) -> bool:
+    """The zoo group: corpus, each variant (a failed one is named; the others go on), registry."""
+    from assets.partitions import zoo_variant_partitions
+
+    print("zoo_corpus → zoo_checkpoints → zoo_models", flush=True)
+    if not runner.run(["zoo_corpus"], None, "corpus and tokenizer"):
+        return False
+    for variant_id in zoo_variant_partitions.get_partition_keys():
+        runner.run(["zoo_checkpoints"], variant_id, variant_id)
+    return runner.run(["zoo_models"], None, "zoo registry (data/zoo/models.yaml)")
 
 
 def _why_run_stats(ws: Workspace, staleness, model_id: str, workload, settings) -> str | None:
@@ -321,8 +364,8 @@ def _say_skipped_models(ws: Workspace, environment) -> None:
     """One line for the registered models this run leaves out, and how to include them."""
     from assets.partitions import skipped_model_ids
 
-    if environment.models is not None:
-        return  # chosen by name: nothing was left out silently
+    if environment.models is not None or environment.zoo is not None:
+        return  # chosen by name, or the zoo's: nothing was left out silently
     skipped = skipped_model_ids(ws, environment)
     if skipped:
         names = ", ".join(skipped[:4]) + (f" and {len(skipped) - 4} more" if len(skipped) > 4 else "")

@@ -23,7 +23,14 @@ class MissingUpstreamError(EexitError, FileNotFoundError):
 
 
 def registries(ws: Workspace) -> tuple[ModelRegistry, WorkloadRegistry]:
-    return load_model_registry(ws.models_registry), load_workload_registry(ws.workloads_registry)
+    """The registries under data/registry/, the models with the zoo's checkpoints appended
+    once the zoo has trained (data/zoo/models.yaml, written by the zoo)."""
+    models = load_model_registry(ws.models_registry)
+    if ws.zoo_registry.is_file():  # its folders are relative to the workspace, wherever it was trained
+        zoo = [m.model_copy(update={"source": m.source.model_copy(update={"path": str(ws.root / m.source.path)})})
+               for m in load_model_registry(ws.zoo_registry).models]
+        models = ModelRegistry(reference_model=models.reference_model, models=[*models.models, *zoo])
+    return models, load_workload_registry(ws.workloads_registry)
 
 
 def _require(path: Path, asset: str, partition: str) -> Path:

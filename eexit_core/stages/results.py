@@ -67,8 +67,13 @@ def _models_table(ws: Workspace, models: ModelRegistry) -> pl.DataFrame:
             "quantization": getattr(source, "quantization", None), "license": entry.license,
             "available": record.get("available"), "unavailable_reason": record.get("reason"),
             "checksum": record.get("checksum"),
+            # the zoo's checkpoints (eexit_core/zoo/): which variant, seed and point in training
+            "revision": entry.revision, "zoo_variant": entry.zoo.variant if entry.zoo else None,
+            "seed": entry.zoo.seed if entry.zoo else None,
+            "training_tokens": entry.zoo.training_tokens if entry.zoo else None,
         })
-    return pl.DataFrame(rows)
+    return pl.DataFrame(rows, schema_overrides={"revision": pl.String, "zoo_variant": pl.String, "seed": pl.Int64,
+                                                "training_tokens": pl.Int64})
 
 
 def _workloads_table(ws: Workspace, workloads: WorkloadRegistry, published: Publishable) -> pl.DataFrame:

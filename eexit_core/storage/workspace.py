@@ -57,7 +57,17 @@ class Workspace:
     def atomically_written_dirs(self) -> tuple[Path, ...]:
         """The folders our atomic writes leave temporaries in when killed (not the rest of
         the cache, which holds other libraries' files)."""
-        return self.artifacts_dir, self.models_dir, self.reports_dir, self.gguf_cache_dir
+        return self.artifacts_dir, self.models_dir, self.reports_dir, self.gguf_cache_dir, self.zoo_dir
+
+    @property
+    def zoo_dir(self) -> Path:
+        """The zoo: its corpus and tokenizer, and each variant's checkpoints over training."""
+        return self.data / "zoo"
+
+    @property
+    def zoo_registry(self) -> Path:
+        """The zoo's checkpoints as model entries, written by the zoo when it has trained."""
+        return self.zoo_dir / "models.yaml"
 
     @property
     def checksum_index(self) -> Path:

@@ -2,12 +2,17 @@
 code of our own), differing in one factor at a time.
 
 Every variant of a size shares the tokenizer, depth, width, data order and token budget;
-what differs is the architecture class (dense Llama, Mixtral MoE, Mamba2 SSM, Jamba
-hybrid), the size (depth and width scaled together), the recipe (base, instruct,
+what differs is the architecture class (dense Llama, Mixtral MoE, Mamba2 SSM, Falcon-H1
+hybrid: attention and a Mamba2 mixer side by side in every block), the size (depth and width scaled together), the recipe (base, instruct,
 early-exit-aware) or the seed. A MoE is matched to the dense model of its size either on
 *active* parameters (each of 4 experts half the dense MLP, 2 routed per token) or on
 *total* parameters (each a quarter, 2 routed); the SSM and the hybrid are sized to the
 dense model's total within a few percent (`tests/zoo/test_variants.py` checks all four).
+
+Both state-space variants run Mamba2's chunked scan, its pure-torch path on a CPU: Mamba v1
+(and so Jamba) falls back to a sequential scan there, about 25 tokens/s (SPEC §1), and a
+Mamba2 chunk as long as the training window (128) is 2-3x faster than the default 256,
+which pads every window to twice its length.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ MoeMatch = Literal["active", "total"]
 
 N_EXPERTS, EXPERTS_PER_TOKEN = 4, 2
 CONTEXT = 512  # positions: training sequences and the workloads' prompts (max_tokens 128) fit
+SSM_CHUNK = 128  # Mamba2's scan chunk: the training window (TrainingPlan.seq_len)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def default_variants(seeds: tuple[int, ...] = (0, 1)) -> list[Variant]:
 
 def model_config(variant: Variant, vocab_size: int):
     """The transformers config of a variant (tied embeddings, as in the small models studied)."""
-    from transformers import JambaConfig, LlamaConfig, Mamba2Config, MixtralConfig
+    from transformers import FalconH1Config, LlamaConfig, Mamba2Config, MixtralConfig
 
     size = SIZES[variant.size]
     shared = {"vocab_size": vocab_size, "hidden_size": size.d_model, "num_hidden_layers": size.n_layers,
@@ -84,13 +90,15 @@ def model_config(variant: Variant, vocab_size: int):
         return MixtralConfig(**shared, **attention, intermediate_size=size.ffn // share, num_local_experts=N_EXPERTS,
                              num_experts_per_tok=EXPERTS_PER_TOKEN, router_jitter_noise=0.0, rms_norm_eps=1e-5)
     if variant.arch_class == "ssm":
-        head_dim = 32
+        head_dim = 128
         return Mamba2Config(**shared, expand=size.ssm_expand, head_dim=head_dim, n_groups=1, state_size=16,
-                            num_heads=size.ssm_expand * size.d_model // head_dim, conv_kernel=4, layer_norm_epsilon=1e-5)
-    # hybrid: Jamba's Mamba and attention layers alternating, every MLP dense
-    return JambaConfig(**shared, **attention, intermediate_size=size.ffn, attn_layer_period=2, attn_layer_offset=1,
-                       num_experts=1, expert_layer_period=1, expert_layer_offset=0, mamba_d_state=16, mamba_d_conv=4,
-                       mamba_expand=2, use_mamba_kernels=False, rms_norm_eps=1e-5)
+                            num_heads=size.ssm_expand * size.d_model // head_dim, conv_kernel=4, chunk_size=SSM_CHUNK,
+                            layer_norm_epsilon=1e-5)
+    # hybrid: Falcon-H1's blocks, attention and a Mamba2 mixer in parallel, then a dense MLP
+    # half the dense model's (the mixer takes the other half of the parameters)
+    return FalconH1Config(**shared, **attention, intermediate_size=size.ffn // 2, mamba_d_ssm=size.d_model,
+                          mamba_n_heads=size.d_model // 64, mamba_d_head=64, mamba_d_state=16, mamba_n_groups=1,
+                          mamba_expand=1, mamba_chunk_size=SSM_CHUNK, rms_norm_eps=1e-5)
 
 
 def build_model(variant: Variant, vocab_size: int) -> torch.nn.Module:

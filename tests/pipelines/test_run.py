@@ -31,6 +31,7 @@ def test_definitions_load_and_resolve():
     assert keys == {
         "workload_prompts", "model_checkpoints", "token_layer_stats", "layer_similarity",
         "oracle_exits", "exit_accuracy", "eas_scores", "factor_report", *store_tables,
+        "zoo_corpus", "zoo_checkpoints", "zoo_models",
     }
     graph = defs.resolve_asset_graph()
     assert len(list(graph.asset_check_keys)) >= 4
@@ -399,3 +400,44 @@ def test_runs_a_killed_runner_left_unfinished_are_marked_failed(tmp_path):
     assert statuses == {"killed": dg.DagsterRunStatus.FAILURE, "live": dg.DagsterRunStatus.STARTED,
                         "elsewhere": dg.DagsterRunStatus.STARTED, "from-the-ui": dg.DagsterRunStatus.STARTED}
     assert fail_abandoned_runs(instance) == []  # idempotent
+
+
+def test_the_zoo_trains_registers_its_checkpoints_and_they_are_measured(tmp_path):
+    """`--stage zoo` at the smoke scale trains two variants, registers each checkpoint as a
+    model with its factors, and a zoo run measures them like any model."""
+    import shutil
+
+    from eexit_core.stages import registries
+    from eexit_core.stages.zoo import final_losses, zoo_training_table
+    from eexit_core.storage.workspace import Workspace
+
+    root = tmp_path / "ws"
+    for folder in ("registry", "workloads"):
+        shutil.copytree(REPO / "data" / folder, root / "data" / folder)
+    link_sdists(root)
+    trained = run_pipeline(root, "--stage", "zoo", EEXIT_ZOO="smoke", EEXIT_MODELS="")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    ws = Workspace(root)
+    zoo = [m for m in registries(ws)[0].models if m.zoo is not None]
+    steps = [0, 2, 4, 8]  # log-spaced fractions of 8 steps, rounded and deduplicated
+    assert [m.model_id for m in zoo] == [f"zoo-dense-s-{recipe}-seed0@step-{s:06d}" for recipe in ("base", "ee_aware")
+                                         for s in steps]
+    assert [m.zoo.training_tokens for m in zoo[:4]] == [s * 8 * 128 for s in steps]
+    training = zoo_training_table(ws)
+    assert training.height == 8 and training["unigram_entropy"].n_unique() == 1
+    finals = final_losses(ws)
+    assert finals["step"].to_list() == [8, 8]
+    first = training.filter(pl.col("step") == 0)["val_loss"]
+    assert (finals["val_loss"] < first).all()  # eight steps already move the loss
+    final_ids = f"{zoo[3].model_id},{zoo[7].model_id}"
+    measured = run_pipeline(root, EEXIT_ZOO="smoke", EEXIT_MODELS=final_ids, EEXIT_WORKLOADS="shakespeare")
+    assert measured.returncode == 0, measured.stdout[-3000:] + measured.stderr[-3000:]
+    con = duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True)
+    try:
+        scored = con.sql("select distinct model_id from eas_scores where workload_id = 'shakespeare'").fetchall()
+        assert sorted(scored) == [(zoo[3].model_id,), (zoo[7].model_id,)]
+        row = _one(con, f"select revision, zoo_variant, seed, training_tokens, training from models "
+                        f"where model_id = '{zoo[7].model_id}'")
+        assert row == ("step-000008", "zoo-dense-s-ee_aware", 0, 8 * 8 * 128, "early_exit")
+    finally:
+        con.close()

@@ -1,0 +1,175 @@
+"""The zoo's stages: its corpus and tokenizer, one variant's training, and the registry of
+the checkpoints it left (eexit_core/zoo/ holds the parts these put together).
+
+Layout under data/zoo/: `corpus/` (the tokenizer, the token streams of both splits and a
+manifest with the corpus fingerprint, split and unigram entropy), `checkpoints/<variant
+seed>/step-NNNNNN/` (a Hugging Face folder per checkpoint, with its training state and
+manifest), `training/<variant seed>.parquet` (the zoo_training rows of one variant) and
+`models.yaml` (the registry of every checkpoint). Each is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from eexit_core.storage.artifacts import atomic_dir, write_parquet, write_text
+from eexit_core.storage.workspace import Workspace
+from eexit_core.zoo.training import TrainingPlan
+from eexit_core.zoo.variants import Variant
+
+TRAINING_SCHEMA = {"variant": pl.String, "seed": pl.Int64, "step": pl.Int64, "tokens": pl.Int64, "train_loss": pl.Float64,
+                   "val_loss": pl.Float64, "unigram_entropy": pl.Float64, "tokens_per_s": pl.Float64}
+
+
+@dataclass(frozen=True)
+class ZooCorpus:
+    tokenizer: object  # a transformers PreTrainedTokenizerFast
+    train_ids: np.ndarray
+    validation_ids: np.ndarray
+    fingerprint: str
+    unigram_entropy: float
+
+
+def corpus_dir(ws: Workspace) -> Path:
+    return ws.zoo_dir / "corpus"
+
+
+def build_zoo_corpus(ws: Workspace, vocab_size: int) -> dict:
+    """Corpus from the shipped texts and code, its BPE tokenizer and both splits' token
+    streams; returns the manifest (also written beside them)."""
+    from eexit_core.zoo.corpus import build_corpus
+    from eexit_core.zoo.tokenizer import token_stream, train_tokenizer, unigram_cross_entropy
+
+    corpus = build_corpus(ws.sdist_dir, ws.cache_dir)
+    tokenizer = train_tokenizer(corpus, vocab_size)
+    train_ids = np.asarray(token_stream(tokenizer, corpus.train), dtype=np.int32)
+    validation_ids = np.asarray(token_stream(tokenizer, corpus.validation), dtype=np.int32)
+    manifest = {
+        "fingerprint": corpus.fingerprint, "vocab_size": vocab_size, "seed": corpus.seed,
+        "validation_fraction": corpus.validation_fraction,
+        "unigram_entropy": unigram_cross_entropy(train_ids.tolist(), validation_ids.tolist(), vocab_size),
+        "documents": {"train": len(corpus.train), "validation": len(corpus.validation)},
+        "tokens": {"train": int(train_ids.size), "validation": int(validation_ids.size)},
+        "domains": sorted({d.domain for d in corpus.train}),
+        "validation_documents": [d.doc_id for d in corpus.validation],
+        "dropped_duplicates": corpus.dropped_duplicates,
+    }
+    with atomic_dir(corpus_dir(ws)) as folder:
+        tokenizer.save_pretrained(folder / "tokenizer")
+        np.save(folder / "train_ids.npy", train_ids)
+        np.save(folder / "validation_ids.npy", validation_ids)
+        (folder / "corpus.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def load_zoo_corpus(ws: Workspace) -> ZooCorpus:
+    from transformers import AutoTokenizer
+
+    folder = corpus_dir(ws)
+    if not (folder / "corpus.json").is_file():
+        from eexit_core.stages.common import MissingUpstreamError
+
+        raise MissingUpstreamError(f"{folder} is missing: materialise zoo_corpus first")
+    manifest = json.loads((folder / "corpus.json").read_text())
+    return ZooCorpus(AutoTokenizer.from_pretrained(folder / "tokenizer"), np.load(folder / "train_ids.npy"),
+                     np.load(folder / "validation_ids.npy"), manifest["fingerprint"], manifest["unigram_entropy"])
+
+
+def checkpoints_dir(ws: Workspace, variant: Variant) -> Path:
+    return ws.zoo_dir / "checkpoints" / variant.model_id
+
+
+def training_path(ws: Workspace, variant: Variant) -> Path:
+    return ws.zoo_dir / "training" / f"{variant.model_id}.parquet"
+
+
+def train_zoo_variant(ws: Workspace, variant: Variant, plan: TrainingPlan, *,
+                      log: Callable[[str], None] = print) -> pl.DataFrame:
+    """Train one variant (resuming from its last checkpoint on disk), saving each checkpoint
+    as a registered-ready model folder; returns and stores its zoo_training rows."""
+    from eexit_core.storage.provenance import code_version
+    from eexit_core.zoo.models import save_checkpoint, variant_name
+    from eexit_core.zoo.training import train_variant
+
+    corpus = load_zoo_corpus(ws)
+    version = code_version()
+
+    def save(model, step: int, folder: Path) -> None:
+        save_checkpoint(model, corpus.tokenizer, folder, variant, step=step,
+                        tokens=step * plan.batch_size * plan.seq_len, corpus_fingerprint=corpus.fingerprint,
+                        code_version=version)
+
+    rows = train_variant(variant, len(corpus.tokenizer), corpus.train_ids.tolist(), corpus.validation_ids.tolist(),
+                         plan, checkpoints_dir(ws, variant), save=save, log=log)
+    table = pl.DataFrame(
+        [{"variant": variant_name(variant), "seed": variant.seed, **row, "unigram_entropy": corpus.unigram_entropy}
+         for row in rows],
+        schema=TRAINING_SCHEMA,
+    )
+    write_parquet(table, training_path(ws, variant),
+                  metadata={"corpus_fingerprint": corpus.fingerprint, "plan": json.dumps(plan.__dict__, default=list)})
+    return table
+
+
+def checkpoint_folders(ws: Workspace, variants: list[Variant], plan: TrainingPlan) -> list[Path]:
+    """The saved checkpoints of these variants, in variant then step order."""
+    folders = []
+    for variant in variants:
+        for step in plan.checkpoint_steps():
+            folder = checkpoints_dir(ws, variant) / f"step-{step:06d}"
+            if folder.is_dir():
+                folders.append(folder)
+    return folders
+
+
+def write_zoo_registry(ws: Workspace, variants: list[Variant], plan: TrainingPlan) -> list[str]:
+    """data/zoo/models.yaml for the checkpoints on disk; returns their model ids."""
+    from eexit_core.registry import load_model_registry
+    from eexit_core.zoo.models import zoo_registry_yaml
+
+    text = zoo_registry_yaml(checkpoint_folders(ws, variants, plan), ws.root)
+    write_text(text, ws.zoo_registry)
+    return [m.model_id for m in load_model_registry(ws.zoo_registry).models]
+
+
+def zoo_training_table(ws: Workspace) -> pl.DataFrame:
+    """Every trained variant's zoo_training rows (none before the zoo has trained)."""
+    files = sorted((ws.zoo_dir / "training").glob("*.parquet"))
+    if not files:
+        return pl.DataFrame(schema=TRAINING_SCHEMA)
+    return pl.concat([pl.read_parquet(f) for f in files]).sort("variant", "seed", "step")
+
+
+
+def zoo_variants(scale: str) -> list[Variant]:
+    """The variants a zoo scale trains, each at each of its seeds."""
+    from eexit_core.settings import ZOO_SCALES
+    from eexit_core.zoo.variants import default_variants
+
+    chosen = ZOO_SCALES[scale]
+    variants = default_variants(chosen.seeds)
+    if not chosen.every_variant:
+        variants = [v for v in variants if v.arch_class == "dense" and v.size == "s" and v.recipe != "instruct"]
+    # the instruct recipe needs its instruction data (issue 14, a later step): not trained yet
+    return [v for v in variants if v.recipe != "instruct"]
+
+
+def zoo_training_plan(scale: str) -> TrainingPlan:
+    from eexit_core.settings import ZOO_SCALES
+
+    return TrainingPlan(tokens=ZOO_SCALES[scale].tokens, learning_rate=6e-3)
+
+
+def final_losses(ws: Workspace) -> pl.DataFrame:
+    """Each trained variant and seed at its last checkpoint: validation loss, the unigram
+    entropy and the gap between them (a base model has learned language at 1.5 nats)."""
+    table = zoo_training_table(ws)
+    last = table.sort("step").group_by("variant", "seed", maintain_order=True).last().sort("variant", "seed")
+    return last.select("variant", "seed", "step", "tokens", "val_loss", "unigram_entropy",
+                       (pl.col("unigram_entropy") - pl.col("val_loss")).alias("below_unigram"))

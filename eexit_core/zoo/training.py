@@ -42,6 +42,7 @@ class TrainingPlan:
     learning_rate: float = 3e-3
     warmup_fraction: float = 0.05
     weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.95)  # the usual LM choice; 0.999 learned slower here
     data_seed: int = 1234
     eval_windows: int = 32
     checkpoint_fractions: tuple[float, ...] = CHECKPOINT_FRACTIONS
@@ -156,7 +157,8 @@ def train_variant(variant: Variant, vocab_size: int, train_ids: Sequence[int], v
 
     model = build_model(variant, vocab_size)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay,
+                                  betas=plan.adam_betas)
     generator = torch.Generator().manual_seed(variant.seed)
     dropout = LayerDropout(model, plan.max_layer_dropout, generator) if variant.recipe == "ee_aware" else None
     train_windows, evaluation = windows(train_ids, plan.seq_len), windows(validation_ids, plan.seq_len)[:plan.eval_windows]

@@ -24,6 +24,7 @@ STORE_TABLE_DESCRIPTIONS = {
     "exit_items": "Every graded item under every exit rule: output, correctness, layers used",
     "exit_skip_bounds": "Max skip ratio within the accuracy tolerance, chance level and significance",
     "similarity_accuracy_correlation": "RQ1: Spearman of S_l against accuracy under static exit, with bootstrap CIs",
+    "zoo_training": "The zoo's training: validation loss per variant, seed and checkpoint, and the unigram baseline",
 }
 STORE_TABLES = ("eas_scores", *STORE_TABLE_DESCRIPTIONS)
 

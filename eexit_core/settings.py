@@ -32,13 +32,13 @@ class ZooScale:
 
     tokens: int
     seeds: tuple[int, ...]
-    every_variant: bool  # False: the small dense model and its early-exit-aware twin only
+    every_variant: bool  # False: the small dense model and its instruct and early-exit-aware twins only
 
 
 ZOO_SCALES: dict[str, ZooScale] = {
     # the CPU default: 600 steps of 8 x 128 tokens per variant and seed
     "cpu": ZooScale(tokens=600 * 8 * 128, seeds=(0, 1), every_variant=True),
-    # a look in a minute (and the tests): two variants, eight steps
+    # a look in a minute (and the tests): three variants, eight steps
     "smoke": ZooScale(tokens=8 * 8 * 128, seeds=(0,), every_variant=False),
 }
 ZOO_VOCAB_SIZE = 4096

@@ -76,6 +76,18 @@ def _per_partition(table: pl.DataFrame, check) -> CheckOutcome:
     return CheckOutcome(failing == 0, {"rows": table.height, "failing_partitions": failing})
 
 
+def zoo_training_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Finite positive losses, a positive unigram baseline, tokens that grow with the step
+    (none at step 0); no rows before the zoo has trained."""
+    if table.height == 0:
+        return CheckOutcome(True, {"rows": 0})
+    ok = (pl.col("val_loss").is_finite() & (pl.col("val_loss") > 0) & (pl.col("unigram_entropy") > 0)
+          & ((pl.col("step") == 0) == (pl.col("tokens") == 0))
+          & (pl.col("train_loss").is_null() | pl.col("train_loss").is_finite()))
+    bad = _violations(table, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
 def models_table_ok(models: pl.DataFrame) -> CheckOutcome:
     """Every registered model says whether it ran: an available one carries its checkpoint
     checksum, an unavailable one the reason (which names what to install or set)."""
@@ -157,4 +169,5 @@ STORE_TABLE_CHECKS = {
     "exit_items": exit_items_table_ok,
     "exit_skip_bounds": exit_skip_bounds_ok,
     "similarity_accuracy_correlation": correlation_table_ok,
+    "zoo_training": zoo_training_ok,
 }

@@ -208,6 +208,87 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
     return sections
 
 
+ZOO_BAR = 1.5  # nats below the unigram entropy a base checkpoint must reach to count as a language model
+
+
+def plot_zoo_losses(training: pl.DataFrame, target: Path) -> Path:
+    """Validation loss over training tokens, a line per variant (seeds dashed after the
+    first), with the unigram baseline and the learned-language bar below it."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    variants = sorted(training["variant"].unique().to_list())
+    colours = plt.get_cmap("tab10")
+    for i, variant in enumerate(variants):
+        for j, seed in enumerate(sorted(training.filter(pl.col("variant") == variant)["seed"].unique().to_list())):
+            run = training.filter((pl.col("variant") == variant) & (pl.col("seed") == seed)).sort("step")
+            ax.plot(run["tokens"].to_list(), run["val_loss"].to_list(), color=colours(i % 10), marker="o", markersize=3,
+                    linestyle="-" if j == 0 else "--", label=variant if j == 0 else None)
+    unigram = training["unigram_entropy"].max()
+    ax.axhline(unigram, color="grey", linewidth=1, label=f"unigram {unigram:.2f}")
+    ax.axhline(unigram - ZOO_BAR, color="grey", linestyle=":", linewidth=1, label=f"unigram − {ZOO_BAR}")
+    ax.set_xscale("symlog", linthresh=max(1, training.filter(pl.col("tokens") > 0)["tokens"].min() or 1))
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, target)
+
+
+def plot_zoo_eas(over_training: pl.DataFrame, target: Path) -> Path:
+    """EAS (logit_cos, α = 0.5, all workloads) of each checkpoint over training tokens."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = plt.get_cmap("tab10")
+    for i, variant in enumerate(sorted(over_training["zoo_variant"].unique().to_list())):
+        for j, seed in enumerate(sorted(over_training.filter(pl.col("zoo_variant") == variant)["seed"].unique().to_list())):
+            run = over_training.filter((pl.col("zoo_variant") == variant) & (pl.col("seed") == seed)).sort("training_tokens")
+            ax.plot(run["training_tokens"].to_list(), run["eas"].to_list(), color=colours(i % 10), marker="o",
+                    markersize=3, linestyle="-" if j == 0 else "--", label=variant if j == 0 else None)
+    positive = over_training.filter(pl.col("training_tokens") > 0)["training_tokens"]
+    ax.set_xscale("symlog", linthresh=max(1, positive.min() or 1) if positive.len() else 1)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel(f"EAS (logit_cos, α={DEFAULT_ALPHA})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, target)
+
+
+def _zoo_sections(db_path: Path, out_dir: Path, plots: list[Path], scores: pl.DataFrame, models: pl.DataFrame) -> list[str]:
+    """Training curves, EAS over training and the final checkpoints, once the zoo has trained."""
+    training = _read_optional(db_path, "zoo_training")
+    if training.height == 0:
+        return []
+    plots.append(plot_zoo_losses(training, out_dir / "zoo_losses.png"))
+    zoo_models = models.filter(pl.col("zoo_variant").is_not_null()) if "zoo_variant" in models.columns else models.clear()
+    eas = (scores.filter((pl.col("metric") == "logit_cos") & (pl.col("alpha") == DEFAULT_ALPHA)
+                         & (pl.col("workload_id") == "ALL"))
+           .join(zoo_models.select("model_id", "zoo_variant", "seed", "training_tokens"), on="model_id")
+           .select("zoo_variant", "seed", "training_tokens", "eas"))
+    finals = (training.sort("step").group_by("variant", "seed", maintain_order=True).last()
+              .with_columns((pl.col("unigram_entropy") - pl.col("val_loss")).alias("below_unigram"))
+              .join(eas.rename({"zoo_variant": "variant", "training_tokens": "tokens"}), on=["variant", "seed", "tokens"],
+                    how="left")
+              .select("variant", "seed", "tokens", "val_loss", "unigram_entropy", "below_unigram", "eas")
+              .sort("variant", "seed"))
+    sections = [
+        "## The controlled zoo",
+        "Variants trained here that differ in one factor at a time (eexit_core/zoo/). Validation loss over "
+        f"training, against the corpus's unigram entropy; a base checkpoint has learned language {ZOO_BAR} nats "
+        "below it.",
+        "![zoo losses](zoo_losses.png)",
+        f"Final checkpoints (EAS: logit_cos, α = {DEFAULT_ALPHA}, all workloads):",
+        _md_table(finals),
+    ]
+    twins = finals.filter(pl.col("variant") == "zoo-dense-s-ee_aware").join(
+        finals.filter(pl.col("variant") == "zoo-dense-s-base"), on="seed", suffix="_base")
+    if twins.height:  # the positive control: early-exit-aware training should raise EAS
+        sections += ["Early-exit-aware minus its base twin (the positive control):",
+                     _md_table(twins.select("seed", (pl.col("eas") - pl.col("eas_base")).alias("eas_delta"),
+                                            (pl.col("val_loss") - pl.col("val_loss_base")).alias("val_loss_delta")))]
+    if eas.height:
+        plots.append(plot_zoo_eas(eas, out_dir / "zoo_eas.png"))
+        sections += ["EAS over training:", "![zoo EAS over training](zoo_eas.png)"]
+    return sections
+
+
 def _read_optional(db_path: Path, table: str) -> pl.DataFrame:
     try:
         return store.read_table(db_path, table)
@@ -262,6 +343,7 @@ def build_report(db_path: Path, out_dir: Path) -> Report:
         _md_table(oracle_table),
         "![oracle speedup](oracle_speedup.png)",
         *_exit_sections(db_path, out_dir, plots),
+        *_zoo_sections(db_path, out_dir, plots, scores, models),
         "## Models not measured",
         _md_table(unavailable.select("model_id", "unavailable_reason")) if unavailable.height else "All selected models were available.",
     ]) + "\n"

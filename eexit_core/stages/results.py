@@ -49,6 +49,12 @@ def compute_eas(similarity: pl.DataFrame, reference: str | None, settings: Score
                       fallback_reference=settings.fallback_reference)
 
 
+def _zoo_training(ws: Workspace) -> pl.DataFrame:
+    from eexit_core.stages.zoo import zoo_training_table
+
+    return zoo_training_table(ws)
+
+
 def _models_table(ws: Workspace, models: ModelRegistry) -> pl.DataFrame:
     rows = []
     for entry in models.models:
@@ -144,6 +150,7 @@ def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings(), *
             "oracle_exits": _concat_partitions(published.paths(ORACLE_EXITS), ORACLE_SCHEMA),
             "eas_scores": scores,
             **exit_tables(published, similarity, settings),
+            "zoo_training": _zoo_training(ws),
         },
         token_stats_files=[str(path.relative_to(ws.root)) for path in sorted(published.paths(TOKEN_STATS))],
     )

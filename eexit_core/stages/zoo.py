@@ -20,9 +20,11 @@ import polars as pl
 
 from eexit_core.storage.artifacts import atomic_dir, write_parquet, write_text
 from eexit_core.storage.workspace import Workspace
+from eexit_core.zoo.instructions import CHAT_TEMPLATE
 from eexit_core.zoo.training import TrainingPlan
 from eexit_core.zoo.variants import Variant
 
+INSTRUCT_SHARE_INVERSE = 4  # post-training reads a quarter of the base budget, after it
 TRAINING_SCHEMA = {"variant": pl.String, "seed": pl.Int64, "step": pl.Int64, "tokens": pl.Int64, "train_loss": pl.Float64,
                    "val_loss": pl.Float64, "unigram_entropy": pl.Float64, "tokens_per_s": pl.Float64}
 
@@ -99,29 +101,65 @@ def train_zoo_variant(ws: Workspace, variant: Variant, plan: TrainingPlan, *,
 
     corpus = load_zoo_corpus(ws)
     version = code_version()
+    tokenizer, train_ids, start_tokens, initial, fingerprint = corpus.tokenizer, corpus.train_ids.tolist(), 0, None, ""
+    if variant.recipe == "instruct":  # post-training: the base twin's last checkpoint, continued on chat turns
+        plan, train_ids, initial, fingerprint = _instruct_inputs(ws, variant, plan, tokenizer)
+        start_tokens = plan.tokens * INSTRUCT_SHARE_INVERSE  # the base budget before it
+        tokenizer.chat_template = CHAT_TEMPLATE
 
     def save(model, step: int, folder: Path) -> None:
-        save_checkpoint(model, corpus.tokenizer, folder, variant, step=step,
-                        tokens=step * plan.batch_size * plan.seq_len, corpus_fingerprint=corpus.fingerprint,
-                        code_version=version)
+        save_checkpoint(model, tokenizer, folder, variant, step=step,
+                        tokens=start_tokens + step * plan.batch_size * plan.seq_len,
+                        corpus_fingerprint=corpus.fingerprint, code_version=version)
 
-    rows = train_variant(variant, len(corpus.tokenizer), corpus.train_ids.tolist(), corpus.validation_ids.tolist(),
-                         plan, checkpoints_dir(ws, variant), save=save, log=log)
+    rows = train_variant(variant, len(tokenizer), train_ids, corpus.validation_ids.tolist(), plan,
+                         checkpoints_dir(ws, variant), save=save, log=log, initial_weights=initial)
     table = pl.DataFrame(
-        [{"variant": variant_name(variant), "seed": variant.seed, **row, "unigram_entropy": corpus.unigram_entropy}
-         for row in rows],
+        [{"variant": variant_name(variant), "seed": variant.seed, **row, "tokens": start_tokens + row["tokens"],
+          "unigram_entropy": corpus.unigram_entropy} for row in rows],
         schema=TRAINING_SCHEMA,
     )
     write_parquet(table, training_path(ws, variant),
-                  metadata={"corpus_fingerprint": corpus.fingerprint, "plan": json.dumps(plan.__dict__, default=list)})
+                  metadata={"corpus_fingerprint": corpus.fingerprint, "instruction_fingerprint": fingerprint,
+                            "plan": json.dumps(plan.__dict__, default=list)})
     return table
+
+
+def variant_plan(variant: Variant, plan: TrainingPlan) -> TrainingPlan:
+    """The zoo's plan as this variant trains it: post-training reads a quarter of the
+    base budget at a third of its learning rate; every other recipe the plan itself."""
+    import dataclasses
+
+    if variant.recipe != "instruct":
+        return plan
+    return dataclasses.replace(plan, tokens=plan.tokens // INSTRUCT_SHARE_INVERSE, learning_rate=plan.learning_rate / 3)
+
+
+def _instruct_inputs(ws: Workspace, variant: Variant, plan: TrainingPlan, tokenizer):
+    """The instruct recipe's plan (a quarter of the base budget, at a third of the
+    learning rate), its instruction tokens, the base twin's final weights and the
+    instruction data's fingerprint."""
+    import dataclasses
+
+    import torch
+
+    from eexit_core.stages.common import MissingUpstreamError
+    from eexit_core.zoo.instructions import instruction_stream
+
+    base = dataclasses.replace(variant, recipe="base")
+    state = checkpoints_dir(ws, base) / f"step-{plan.steps:06d}" / "training_state.pt"
+    if not state.is_file():
+        raise MissingUpstreamError(f"{state} is missing: train {base.model_id} (its base twin) before {variant.model_id}")
+    instruct_plan = variant_plan(variant, plan)
+    ids, fingerprint = instruction_stream(tokenizer, instruct_plan.tokens + instruct_plan.seq_len * 64, seed=variant.seed)
+    return instruct_plan, ids, torch.load(state, weights_only=False)["model"], fingerprint
 
 
 def checkpoint_folders(ws: Workspace, variants: list[Variant], plan: TrainingPlan) -> list[Path]:
     """The saved checkpoints of these variants, in variant then step order."""
     folders = []
     for variant in variants:
-        for step in plan.checkpoint_steps():
+        for step in variant_plan(variant, plan).checkpoint_steps():
             folder = checkpoints_dir(ws, variant) / f"step-{step:06d}"
             if folder.is_dir():
                 folders.append(folder)
@@ -155,9 +193,8 @@ def zoo_variants(scale: str) -> list[Variant]:
     chosen = ZOO_SCALES[scale]
     variants = default_variants(chosen.seeds)
     if not chosen.every_variant:
-        variants = [v for v in variants if v.arch_class == "dense" and v.size == "s" and v.recipe != "instruct"]
-    # the instruct recipe needs its instruction data (issue 14, a later step): not trained yet
-    return [v for v in variants if v.recipe != "instruct"]
+        variants = [v for v in variants if v.arch_class == "dense" and v.size == "s"]
+    return variants
 
 
 def zoo_training_plan(scale: str) -> TrainingPlan:

@@ -33,6 +33,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "exit_items": ("model_id", "workload_id", "policy", "exit_layer", "prompt_id"),
     "exit_skip_bounds": ("model_id", "workload_id"),
     "similarity_accuracy_correlation": ("scope", "metric"),
+    "zoo_training": ("variant", "seed", "step"),  # in the contract; empty until the zoo has trained
 }
 TOKEN_STATS_VIEW = "token_layer_stats"
 

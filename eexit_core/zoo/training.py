@@ -145,17 +145,20 @@ def _state_path(out_dir: Path, step: int) -> Path:
 
 def train_variant(variant: Variant, vocab_size: int, train_ids: Sequence[int], validation_ids: Sequence[int],
                   plan: TrainingPlan, out_dir: Path, *, save: Callable[[torch.nn.Module, int, Path], None] | None = None,
-                  log: Callable[[str], None] = print) -> list[dict]:
+                  log: Callable[[str], None] = print, initial_weights: dict | None = None) -> list[dict]:
     """Train `variant` on the plan's budget; one row per checkpoint step (step, tokens,
     train_loss of the step before it, None at step 0; val_loss; tokens_per_s). Checkpoints go to `out_dir/step-NNNNNN/`, each
     written atomically by `save(model, step, folder)` (plus the training state); a
-    checkpoint already there is resumed from, not recomputed."""
+    checkpoint already there is resumed from, not recomputed. `initial_weights` (a state
+    dict) replaces the seeded initialisation: training continues from them."""
     import time
 
     from eexit_core.storage.artifacts import atomic_dir
     from eexit_core.zoo.variants import build_model
 
     model = build_model(variant, vocab_size)
+    if initial_weights is not None:  # continued training (the instruct recipe starts from its base twin)
+        model.load_state_dict(initial_weights)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay,
                                   betas=plan.adam_betas)

@@ -72,7 +72,7 @@ def test_each_check_is_attached_to_the_asset_it_checks():
     graph = defs.resolve_asset_graph()
     owners = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
     store_tables = ["models", "workloads", "prompts", "layer_similarity", "oracle_exits", "exit_accuracy", "exit_items",
-                    "exit_skip_bounds", "similarity_accuracy_correlation"]
+                    "exit_skip_bounds", "similarity_accuracy_correlation", "zoo_training"]
     assert owners == {
         "similarities_in_range": "layer_similarity", "exit_layers_in_range": "oracle_exits",
         "exit_accuracy_in_range": "exit_accuracy", "eas_within_bounds": "eas_scores",
@@ -96,6 +96,11 @@ _CORRELATION = pl.DataFrame({"scope": ["POOLED", "POOLED"], "metric": ["logit_co
                              "ci_low": [0.6, math.nan], "ci_high": [0.9, math.nan], "best": [True, False]})
 
 
+_ZOO = pl.DataFrame({"variant": ["zoo-dense-s-base"] * 2, "seed": [0, 0], "step": [0, 8], "tokens": [0, 8192],
+                     "train_loss": [None, 6.0], "val_loss": [8.3, 6.1], "unigram_entropy": [6.5, 6.5],
+                     "tokens_per_s": [0.0, 9000.0]})
+
+
 @pytest.mark.parametrize(("table", "good", "column", "bad_value"), [
     ("models", _MODELS, "checksum", None),  # available without a checksum
     ("models", _MODELS.reverse(), "unavailable_reason", None),  # unavailable without a reason
@@ -108,6 +113,9 @@ _CORRELATION = pl.DataFrame({"scope": ["POOLED", "POOLED"], "metric": ["logit_co
     ("exit_skip_bounds", _BOUNDS, "token_oracle_speedup", 0.5),
     ("similarity_accuracy_correlation", _CORRELATION, "spearman", 1.5),
     ("similarity_accuracy_correlation", _CORRELATION, "ci_low", 0.95),  # interval upside down
+    ("zoo_training", _ZOO, "val_loss", float("nan")),
+    ("zoo_training", _ZOO, "tokens", 1024),  # tokens at step 0
+    ("zoo_training", _ZOO, "unigram_entropy", 0.0),
 ])
 def test_each_store_table_check_passes_good_rows_and_fails_a_bad_one(table, good, column, bad_value):
     check = checks.STORE_TABLE_CHECKS[table]

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+import torch
 
 from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
 from tests.conftest import REPO
@@ -403,8 +404,9 @@ def test_runs_a_killed_runner_left_unfinished_are_marked_failed(tmp_path):
 
 
 def test_the_zoo_trains_registers_its_checkpoints_and_they_are_measured(tmp_path):
-    """`--stage zoo` at the smoke scale trains two variants, registers each checkpoint as a
-    model with its factors, and a zoo run measures them like any model."""
+    """`--stage zoo` at the smoke scale trains three variants (base, instruct continued from
+    it, early-exit-aware), registers each checkpoint as a model with its factors, and a zoo
+    run measures them like any model."""
     import shutil
 
     from eexit_core.stages import registries
@@ -418,26 +420,45 @@ def test_the_zoo_trains_registers_its_checkpoints_and_they_are_measured(tmp_path
     trained = run_pipeline(root, "--stage", "zoo", EEXIT_ZOO="smoke", EEXIT_MODELS="")
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     ws = Workspace(root)
-    zoo = [m for m in registries(ws)[0].models if m.zoo is not None]
-    steps = [0, 2, 4, 8]  # log-spaced fractions of 8 steps, rounded and deduplicated
-    assert [m.model_id for m in zoo] == [f"zoo-dense-s-{recipe}-seed0@step-{s:06d}" for recipe in ("base", "ee_aware")
-                                         for s in steps]
-    assert [m.zoo.training_tokens for m in zoo[:4]] == [s * 8 * 128 for s in steps]
+    zoo = {m.model_id: m for m in registries(ws)[0].models if m.zoo is not None}
+    steps = {"base": [0, 2, 4, 8], "instruct": [0, 1, 2], "ee_aware": [0, 2, 4, 8]}  # log-spaced fractions, rounded
+    assert list(zoo) == [f"zoo-dense-s-{recipe}-seed0@step-{s:06d}" for recipe, at in steps.items() for s in at]
+    base_final, ee_final = "zoo-dense-s-base-seed0@step-000008", "zoo-dense-s-ee_aware-seed0@step-000008"
+    assert [zoo[f"zoo-dense-s-base-seed0@step-{s:06d}"].zoo.training_tokens for s in steps["base"]] == [
+        s * 8 * 128 for s in steps["base"]]
+    # post-training starts where its base twin ended, on chat turns, and counts the tokens before it
+    instruct_start = zoo["zoo-dense-s-instruct-seed0@step-000000"]
+    assert instruct_start.training == "instruct" and instruct_start.zoo.training_tokens == 8 * 8 * 128
+    from safetensors.torch import load_file
+
+    start_weights = load_file(Path(instruct_start.source.path) / "model.safetensors")
+    base_weights = load_file(Path(zoo[base_final].source.path) / "model.safetensors")
+    assert all(torch.equal(start_weights[k], base_weights[k]) for k in base_weights)
+    from transformers import AutoTokenizer
+
+    chat = AutoTokenizer.from_pretrained(zoo["zoo-dense-s-instruct-seed0@step-000002"].source.path).chat_template
+    assert "<|assistant|>" in chat
     training = zoo_training_table(ws)
-    assert training.height == 8 and training["unigram_entropy"].n_unique() == 1
+    assert training.height == 11 and training["unigram_entropy"].n_unique() == 1
     finals = final_losses(ws)
-    assert finals["step"].to_list() == [8, 8]
-    first = training.filter(pl.col("step") == 0)["val_loss"]
-    assert (finals["val_loss"] < first).all()  # eight steps already move the loss
-    final_ids = f"{zoo[3].model_id},{zoo[7].model_id}"
+    assert finals["step"].to_list() == [8, 8, 2]  # base, ee_aware, instruct
+    first = training.filter(pl.col("step") == 0).sort("variant")["val_loss"]
+    assert (finals["val_loss"].head(2) < first.head(2)).all()  # eight steps already move the loss
+    final_ids = f"{base_final},{ee_final}"
     measured = run_pipeline(root, EEXIT_ZOO="smoke", EEXIT_MODELS=final_ids, EEXIT_WORKLOADS="shakespeare")
     assert measured.returncode == 0, measured.stdout[-3000:] + measured.stderr[-3000:]
     con = duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True)
     try:
         scored = con.sql("select distinct model_id from eas_scores where workload_id = 'shakespeare'").fetchall()
-        assert sorted(scored) == [(zoo[3].model_id,), (zoo[7].model_id,)]
+        assert sorted(scored) == [(base_final,), (ee_final,)]
         row = _one(con, f"select revision, zoo_variant, seed, training_tokens, training from models "
-                        f"where model_id = '{zoo[7].model_id}'")
+                        f"where model_id = '{ee_final}'")
         assert row == ("step-000008", "zoo-dense-s-ee_aware", 0, 8 * 8 * 128, "early_exit")
+        stored = con.sql("select * from zoo_training order by variant, seed, step").pl()
+        assert stored.equals(training.sort("variant", "seed", "step"))
     finally:
         con.close()
+    report = (root / "data" / "reports" / "factor_report.md").read_text()
+    assert "## The controlled zoo" in report and "Early-exit-aware minus its base twin" in report
+    assert (root / "data" / "reports" / "zoo_losses.png").stat().st_size > 1000
+    assert (root / "data" / "reports" / "zoo_eas.png").stat().st_size > 1000

@@ -9,7 +9,7 @@ driven by a deployment (a notebook, the tests) uses the constants directly.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +123,7 @@ def sandbox_os_layers(environ: Mapping[str, str] | None = None) -> bool:
 ZOO = "EEXIT_ZOO"
 
 
-def choose_the_zoo(environ: dict[str, str] | None = None) -> str:
+def choose_the_zoo(environ: MutableMapping[str, str] | None = None) -> str:
     """What the runner's `--zoo` does before the assets load: EEXIT_ZOO set to the CPU
     scale where it is unset, so that the zoo assets train it and a run measures it."""
     env = os.environ if environ is None else environ

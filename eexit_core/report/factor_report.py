@@ -262,8 +262,9 @@ def _zoo_sections(db_path: Path, out_dir: Path, plots: list[Path], scores: pl.Da
                          & (pl.col("workload_id") == "ALL"))
            .join(zoo_models.select("model_id", "zoo_variant", "seed", "training_tokens"), on="model_id")
            .select("zoo_variant", "seed", "training_tokens", "eas"))
-    finals = (training.sort("step").group_by("variant", "seed", maintain_order=True).last()
-              .with_columns((pl.col("unigram_entropy") - pl.col("val_loss")).alias("below_unigram"))
+    from eexit_core.stages.zoo import last_checkpoints
+
+    finals = (last_checkpoints(training)
               .join(eas.rename({"zoo_variant": "variant", "training_tokens": "tokens"}), on=["variant", "seed", "tokens"],
                     how="left")
               .select("variant", "seed", "tokens", "val_loss", "unigram_entropy", "below_unigram", "eas")

@@ -10,6 +10,7 @@ manifest), `training/<variant seed>.parquet` (the zoo_training rows of one varia
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,8 +129,6 @@ def train_zoo_variant(ws: Workspace, variant: Variant, plan: TrainingPlan, *,
 def variant_plan(variant: Variant, plan: TrainingPlan) -> TrainingPlan:
     """The zoo's plan as this variant trains it: post-training reads a quarter of the
     base budget at a third of its learning rate; every other recipe the plan itself."""
-    import dataclasses
-
     if variant.recipe != "instruct":
         return plan
     return dataclasses.replace(plan, tokens=plan.tokens // INSTRUCT_SHARE_INVERSE, learning_rate=plan.learning_rate / 3)
@@ -139,8 +138,6 @@ def _instruct_inputs(ws: Workspace, variant: Variant, plan: TrainingPlan, tokeni
     """The instruct recipe's plan (a quarter of the base budget, at a third of the
     learning rate), its instruction tokens, the base twin's final weights and the
     instruction data's fingerprint."""
-    import dataclasses
-
     import torch
 
     from eexit_core.stages.common import MissingUpstreamError
@@ -206,9 +203,13 @@ def zoo_training_plan(scale: str) -> TrainingPlan:
 
 
 def final_losses(ws: Workspace) -> pl.DataFrame:
-    """Each trained variant and seed at its last checkpoint: validation loss, the unigram
-    entropy and the gap between them (a base model has learned language at 1.5 nats)."""
-    table = zoo_training_table(ws)
-    last = table.sort("step").group_by("variant", "seed", maintain_order=True).last().sort("variant", "seed")
+    """Each trained variant and seed at its last checkpoint (`last_checkpoints`)."""
+    return last_checkpoints(zoo_training_table(ws))
+
+
+def last_checkpoints(training: pl.DataFrame) -> pl.DataFrame:
+    """zoo_training rows at each variant and seed's last checkpoint: validation loss, the
+    unigram entropy and the gap between them (a base model has learned language at 1.5 nats)."""
+    last = training.sort("step").group_by("variant", "seed", maintain_order=True).last().sort("variant", "seed")
     return last.select("variant", "seed", "step", "tokens", "val_loss", "unigram_entropy",
                        (pl.col("unigram_entropy") - pl.col("val_loss")).alias("below_unigram"))

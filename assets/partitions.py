@@ -42,6 +42,20 @@ def selected_model_ids(ws: Workspace, env: Environment | None = None) -> list[st
     return [m.model_id for m in registered if m.embedded or weights_on_this_machine(m)]
 
 
+def published_model_ids(ws: Workspace, env: Environment | None = None) -> list[str]:
+    """The models the results store publishes: the selected ones and, in a zoo run that
+    names no models, also those a plain run selects. Nothing is computed for these: the
+    current partitions an earlier run left on the zoo's workloads are published beside the
+    zoo, so RQ2 sees both populations (and a stale or missing one is left out as always)."""
+    import dataclasses
+
+    env = env or Environment.read()
+    selected = selected_model_ids(ws, env)
+    if env.zoo is None or env.models is not None:
+        return selected
+    return [*selected, *selected_model_ids(ws, dataclasses.replace(env, zoo=None))]
+
+
 def skipped_model_ids(ws: Workspace, env: Environment | None = None) -> list[str]:
     """Registered models a run leaves out: a local run's models whose weights are not here."""
     models, _ = registries(ws)

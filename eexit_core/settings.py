@@ -20,6 +20,7 @@ BATCH_SIZE = 8  # prompts per forward pass of the lens (and of static-exit gener
 LENS_ENGINE = "eager"  # how the vocabulary-wide stats run: eager | compiled | kernel
 LENS_ENGINE_NAMES = ("eager", "compiled", "kernel")
 ALPHAS = (0.25, 0.5, 0.75)  # EAS α values stored (0.5 is the paper's)
+BOOTSTRAP_SAMPLES = 1000  # replicates behind every interval (RQ1 correlations, RQ2 EAS and contrasts)
 TOLERANCE = 0.05  # relative accuracy loss allowed for the max skip ratio (the paper's 5 %)
 FALLBACK_REFERENCE = "smollm2-135m-instruct"  # eas_relative's reference when the registry's was not run
 EXIT_SWEEPS = ("cpu", "full")
@@ -33,6 +34,13 @@ class ZooScale:
     tokens: int
     seeds: tuple[int, ...]
     every_variant: bool  # False: the small dense model and its instruct and early-exit-aware twins only
+    sizes: tuple[str, str] = ("s", "m")  # the base size and the larger dense model (eexit_core/zoo/variants.SIZES)
+    seq_len: int = 128
+    batch_size: int = 8
+    # 3e-3 gave the lowest validation loss after 600 steps of the small dense model among
+    # 2e-3, 3e-3, 4e-3 and 6e-3 (5.14, against 5.30, 5.24 and 5.31 nats)
+    learning_rate: float = 3e-3
+    device: str = "cpu"
 
 
 ZOO_SCALES: dict[str, ZooScale] = {
@@ -40,8 +48,14 @@ ZOO_SCALES: dict[str, ZooScale] = {
     "cpu": ZooScale(tokens=600 * 8 * 128, seeds=(0, 1), every_variant=True),
     # a look in a minute (and the tests): three variants, eight steps
     "smoke": ZooScale(tokens=8 * 8 * 128, seeds=(0,), every_variant=False),
+    # one GPU: the same variants about 12x (l) and 15x (xl) larger and 10x the tokens
+    # (3.2 epochs of the corpus, within the ~4 that repeat about as well as new data,
+    # Muennighoff et al. 2023), at a learning rate the larger widths tolerate
+    "gpu": ZooScale(tokens=750 * 16 * 512, seeds=(0, 1), every_variant=True, sizes=("l", "xl"), seq_len=512,
+                    batch_size=16, learning_rate=1e-3, device="cuda"),
 }
 ZOO_VOCAB_SIZE = 4096
+LEARNED_LANGUAGE_NATS = 1.5  # a base model at the end of its budget: this far below the unigram entropy (issue 14)
 ZOO_WORKLOADS = ("shakespeare", "humaneval", "arithmetic")  # prose, code, math: EAS of every checkpoint
 
 

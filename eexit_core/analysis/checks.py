@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from eexit_core import settings
+
 # cosines are computed in float32: allow their rounding just past ±1
 COSINE_SLACK = 1e-4
 
@@ -88,6 +90,26 @@ def zoo_training_ok(table: pl.DataFrame) -> CheckOutcome:
     return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
 
 
+def zoo_corpus_ok(manifest: dict) -> CheckOutcome:
+    """Both splits hold documents and tokens, and the unigram entropy lies in (0, log V]."""
+    import math
+
+    docs, tokens = manifest["documents"], manifest["tokens"]
+    entropy = manifest["unigram_entropy"]
+    ok = (min(docs["train"], docs["validation"], tokens["train"], tokens["validation"]) > 0
+          and 0 < entropy <= math.log(manifest["vocab_size"]) + 1e-9)
+    return CheckOutcome(ok, {"documents": docs, "tokens": tokens, "unigram_entropy": entropy})
+
+
+def learned_language(final: dict, recipe: str, bar: float = settings.LEARNED_LANGUAGE_NATS) -> CheckOutcome:
+    """A base model's last checkpoint is `bar` nats below the corpus's unigram entropy
+    (a post-trained or early-exit-aware model is reported, not held to it)."""
+    below = final["unigram_entropy"] - final["val_loss"]
+    metadata = {"val_loss": final["val_loss"], "unigram_entropy": final["unigram_entropy"],
+                "below_unigram": below, "bar": bar, "shortfall": max(0.0, bar - below), "recipe": recipe}
+    return CheckOutcome(recipe != "base" or below >= bar, metadata)
+
+
 def models_table_ok(models: pl.DataFrame) -> CheckOutcome:
     """Every registered model says whether it ran: an available one carries its checkpoint
     checksum, an unavailable one the reason (which names what to install or set)."""
@@ -156,6 +178,71 @@ def correlation_table_ok(table: pl.DataFrame) -> CheckOutcome:
     return CheckOutcome(bad == 0 and several == 0, {"violations": bad, "scopes_with_several_best": several})
 
 
+def _ordered_interval(frame: pl.DataFrame, value: str) -> pl.Expr:
+    """ci_low <= value <= ci_high where the interval exists (a tiny slack for float32 sums)."""
+    return (pl.col("ci_low").is_null() | pl.col("ci_low").is_nan()
+            | ((pl.col("ci_low") <= pl.col(value) + 1e-9) & (pl.col(value) <= pl.col("ci_high") + 1e-9)))
+
+
+def eas_intervals_ok(table: pl.DataFrame) -> CheckOutcome:
+    """EAS within [0, 1] and inside its own interval (a percentile interval holds its point
+    estimate unless the replicates are badly skewed: then this flags it for a look)."""
+    ok = _in("eas", 0.0, 1.0) & _ordered_interval(table, "eas") & (pl.col("n_prompts") > 0)
+    bad = _violations(table, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
+def oracle_intervals_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Speedup bounds of at least 1 inside their intervals, skip ratios in [0, 1) inside theirs."""
+    ok = ((pl.col("speedup_bound") >= 1.0 - 1e-9) & _ordered_interval(table, "speedup_bound")
+          & _in("skip_ratio", 0.0, 1.0) & (pl.col("skip_ci_low") <= pl.col("skip_ratio") + 1e-9)
+          & (pl.col("skip_ratio") <= pl.col("skip_ci_high") + 1e-9))
+    bad = _violations(table, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
+def factor_contrasts_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Differences of two EAS lie in [-1, 1], with ordered intervals and at least one pair."""
+    ok = (_in("delta", -1.0, 1.0) & (pl.col("ci_low").is_nan() | (pl.col("ci_low") <= pl.col("ci_high")))
+          & (pl.col("n_pairs") >= 1))
+    bad = _violations(table, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
+def variance_share_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Each estimable decomposition's shares are in [0, 1] and add up to 1."""
+    estimable = table.filter(pl.col("share").is_not_null())
+    sums = estimable.group_by("scope", "metric", "alpha").agg(pl.col("share").sum().alias("total"))
+    bad = _violations(estimable, _in("share", 0.0, 1.0)) + _violations(sums, _in("total", 1 - 1e-6, 1 + 1e-6))
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
+def training_dynamics_ok(table: pl.DataFrame) -> CheckOutcome:
+    """EAS in [0, 1] within its interval, tokens that grow with the step, agreement a rate."""
+    ok = (_in("eas", 0.0, 1.0) & _ordered_interval(table, "eas")
+          & (pl.col("top1_at_half_depth").is_null() | _in("top1_at_half_depth", 0.0, 1.0)))
+    order = table.sort("step").group_by("variant", "seed", "metric").agg(pl.col("tokens").diff().min().alias("step_up"))
+    bad = _violations(table, ok) + _violations(order, pl.col("step_up").is_null() | (pl.col("step_up") > 0))
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
+def published_eas_ok(table: pl.DataFrame) -> CheckOutcome:
+    """The study's six values, each with its source; ours beside them only where measured."""
+    ok = _in("eas", 0.0, 1.0) & pl.col("source").is_not_null() & (pl.col("measured_eas").is_null() | _in("measured_eas", 0.0, 1.0))
+    bad = _violations(table, ok)
+    return CheckOutcome(bad == 0 and table.height == 6, {"violations": bad, "rows": table.height})
+
+
+def factor_regression_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Each row is an estimate with an ordered interval and the confounding note, or says
+    why it is not estimable (never a bare number over too few models)."""
+    estimated = pl.col("estimate").is_not_null() & pl.col("estimate").is_finite() & (pl.col("n_models") >= 4) \
+        & (pl.col("ci_low").is_nan() | (pl.col("ci_low") <= pl.col("ci_high"))) & pl.col("note").str.contains("confounded")
+    not_estimable = pl.col("estimate").is_null() & pl.col("note").str.starts_with("not estimable")
+    bad = _violations(table, estimated | not_estimable)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
 # store table -> the check of its rows (every table `eas_scores` publishes has one; a
 # cosine-only run publishes no oracle exits)
 STORE_TABLE_CHECKS = {
@@ -170,4 +257,11 @@ STORE_TABLE_CHECKS = {
     "exit_skip_bounds": exit_skip_bounds_ok,
     "similarity_accuracy_correlation": correlation_table_ok,
     "zoo_training": zoo_training_ok,
+    "eas_intervals": eas_intervals_ok,
+    "oracle_intervals": oracle_intervals_ok,
+    "factor_contrasts": factor_contrasts_ok,
+    "variance_share": variance_share_ok,
+    "training_dynamics": training_dynamics_ok,
+    "published_eas": published_eas_ok,
+    "factor_regression": factor_regression_ok,
 }

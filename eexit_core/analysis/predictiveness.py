@@ -124,6 +124,7 @@ SKIP_SCHEMA = {
     "best_policy_realised_speedup": pl.Float64, "token_oracle_skip_ratio": pl.Float64,
     "token_oracle_speedup": pl.Float64, "token_oracle_speedup_with_check": pl.Float64,
     "chance_accuracy": pl.Float64, "above_chance_p": pl.Float64, "note": pl.String,
+    "max_skip_ci_low": pl.Float64, "max_skip_ci_high": pl.Float64,  # items resampled (analysis/uncertainty.py)
 }
 
 SIGNIFICANCE = 0.05
@@ -143,7 +144,8 @@ def _chance(exit_items: pl.DataFrame | None, model_id: str, workload_id: str) ->
 
 
 def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, tolerance: float = settings.TOLERANCE,
-               exit_items: pl.DataFrame | None = None) -> pl.DataFrame:
+               exit_items: pl.DataFrame | None = None, *, n_boot: int = settings.BOOTSTRAP_SAMPLES,
+               seed: int = 0) -> pl.DataFrame:
     """RQ3, the paper's Table 1 per model × workload. For multiple choice, a one-sided
     binomial test says whether full depth beats guessing; if not, the skip ratio only
     measures noise, and the note says so."""
@@ -161,6 +163,7 @@ def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, toleranc
                                     & (pl.col("criterion") == "first")) if not oracle_exits.is_empty() else oracle_exits
         full_items = part.filter((pl.col("policy") == STATIC) & (pl.col("exit_layer") == n_layers))
         chance = _chance(exit_items, model_id, workload_id)
+        low, high = _skip_interval(exit_items, model_id, workload_id, n_layers, tolerance, n_boot, seed)
         p_value = None
         note = bound.note
         if chance is not None and full_items.height:
@@ -183,8 +186,20 @@ def skip_table(exit_accuracy: pl.DataFrame, oracle_exits: pl.DataFrame, toleranc
             "token_oracle_speedup_with_check": (float(token["speedup_bound_with_check"][0])
                                                 if token.height and "speedup_bound_with_check" in token.columns else None),
             "chance_accuracy": chance, "above_chance_p": p_value, "note": note,
+            "max_skip_ci_low": low, "max_skip_ci_high": high,
         })
     return pl.DataFrame(rows, schema=SKIP_SCHEMA)
+
+
+def _skip_interval(exit_items: pl.DataFrame | None, model_id: str, workload_id: str, n_layers: int, tolerance: float,
+                   n_boot: int, seed: int) -> tuple[float | None, float | None]:
+    from eexit_core.analysis.uncertainty import max_skip_interval
+
+    if exit_items is None or exit_items.is_empty():
+        return None, None
+    part = exit_items.filter((pl.col("model_id") == model_id) & (pl.col("workload_id") == workload_id))
+    low, high = max_skip_interval(part, workload_id, n_layers, tolerance, n_boot=n_boot, seed=seed)
+    return (None, None) if math.isnan(low) else (low, high)
 
 
 def _best_policy(part: pl.DataFrame, tolerance: float) -> dict:

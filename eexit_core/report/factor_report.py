@@ -208,7 +208,7 @@ def _exit_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]
     return sections
 
 
-ZOO_BAR = 1.5  # nats below the unigram entropy a base checkpoint must reach to count as a language model
+ZOO_BAR = settings.LEARNED_LANGUAGE_NATS  # nats below the unigram entropy a base checkpoint must reach
 
 
 def plot_zoo_losses(training: pl.DataFrame, target: Path) -> Path:
@@ -290,6 +290,164 @@ def _zoo_sections(db_path: Path, out_dir: Path, plots: list[Path], scores: pl.Da
     return sections
 
 
+def _rq2_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """The report's view of an RQ2 table: logit_cos at the default alpha."""
+    return frame.filter((pl.col("metric") == "logit_cos") & (pl.col("alpha") == DEFAULT_ALPHA))
+
+
+def plot_contrasts(contrasts: pl.DataFrame, target: Path) -> Path:
+    """Each one-factor difference pooled over workloads, with its 95 % interval."""
+    rows = _rq2_rows(contrasts).filter(pl.col("workload_id") == "ALL").sort("factor", "level")
+    fig, ax = plt.subplots(figsize=(7, 0.5 * rows.height + 1.2))
+    labels = [f"{r['factor']}: {r['level'].removeprefix('zoo-')} − {r['baseline'].removeprefix('zoo-')}"
+              for r in rows.iter_rows(named=True)]
+    y = list(range(rows.height))
+    delta = rows["delta"].to_numpy()
+    errors = [delta - rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy() - delta]
+    ax.errorbar(delta, y, xerr=errors, fmt="o", capsize=3)
+    ax.axvline(0, color="grey", linewidth=1)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel(f"Δ EAS (logit_cos, α={DEFAULT_ALPHA}, all workloads), 95 % interval over seeds and prompts")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, target)
+
+
+def plot_variance_share(variance: pl.DataFrame, target: Path) -> Path:
+    """Stacked shares of per-prompt EAS variance per scope and metric (α = 0.5)."""
+    rows = variance.filter((pl.col("alpha") == DEFAULT_ALPHA) & pl.col("share").is_not_null())
+    groups = rows.select("scope", "metric").unique(maintain_order=True).sort("scope", "metric")
+    fig, ax = plt.subplots(figsize=(7, 0.35 * groups.height + 1.2))
+    left = [0.0] * groups.height
+    for component, colour in zip(("model", "workload", "interaction", "residual"), ("C0", "C1", "C2", "C7"), strict=True):
+        widths = [rows.filter((pl.col("scope") == g["scope"]) & (pl.col("metric") == g["metric"])
+                              & (pl.col("component") == component))["share"].sum() for g in groups.iter_rows(named=True)]
+        ax.barh(range(groups.height), widths, left=left, color=colour, label=component)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_yticks(range(groups.height), [f"{g['scope']} · {g['metric']}" for g in groups.iter_rows(named=True)], fontsize=7)
+    ax.set_xlabel("share of per-prompt EAS variance")
+    ax.legend(fontsize=7, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    return _save(fig, target)
+
+
+def plot_training_dynamics(dynamics: pl.DataFrame, target: Path) -> Path:
+    """EAS and half-depth top-1 agreement over training tokens, mean over seeds per variant."""
+    rows = dynamics.filter(pl.col("metric") == "logit_cos")
+    mean = rows.group_by("variant", "tokens").agg(pl.col("eas", "ci_low", "ci_high", "top1_at_half_depth").mean()).sort("tokens")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, variant in enumerate(sorted(mean["variant"].unique().to_list())):
+        run = mean.filter(pl.col("variant") == variant)
+        tokens = run["tokens"].to_list()
+        left.plot(tokens, run["eas"].to_list(), marker="o", markersize=3, color=f"C{i % 10}", label=variant.removeprefix("zoo-"))
+        left.fill_between(tokens, run["ci_low"].to_list(), run["ci_high"].to_list(), color=f"C{i % 10}", alpha=0.15)
+        right.plot(tokens, run["top1_at_half_depth"].to_list(), marker="o", markersize=3, color=f"C{i % 10}")
+    positive = mean.filter(pl.col("tokens") > 0)["tokens"]
+    for ax, label in ((left, f"EAS (logit_cos, α={DEFAULT_ALPHA})"), (right, "top-1 agreement at half depth")):
+        ax.set_xscale("symlog", linthresh=max(1, positive.min() or 1) if positive.len() else 1)
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    return _save(fig, target)
+
+
+def plot_published(published: pl.DataFrame, scores: pl.DataFrame, models: pl.DataFrame, target: Path) -> Path:
+    """The study's Figure 2 layout: EAS relative to the reference model by release date,
+    its reported values beside ours (relative to our reference)."""
+    import datetime as dt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    dates = [dt.date.fromisoformat(d) for d in published["release_date"]]
+    ax.scatter(dates, published["eas_relative"].to_list(), marker="s", color="C1", label="study (reported)")
+    for date, value, name in zip(dates, published["eas_relative"], published["model_name"], strict=True):
+        ax.annotate(name, (date, value), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ours = (scores.filter((pl.col("workload_id") == "ALL") & (pl.col("metric") == "logit_cos") & (pl.col("alpha") == DEFAULT_ALPHA)
+                          & pl.col("eas_relative").is_not_null())
+            .join(models.filter(pl.col("zoo_variant").is_null() if "zoo_variant" in models.columns else pl.lit(True))
+                  .select("model_id", "release_date"), on="model_id"))
+    if ours.height:
+        ax.scatter(ours["release_date"].to_list(), ours["eas_relative"].to_list(), marker="o", color="C0",
+                   label=f"ours (relative to {ours['relative_to'][0] if 'relative_to' in ours.columns else 'the reference'})")
+        for date, value, name in zip(ours["release_date"], ours["eas_relative"], ours["model_id"], strict=True):
+            ax.annotate(name, (date, value), fontsize=6, xytext=(3, -8), textcoords="offset points")
+    ax.axhline(1.0, color="grey", linewidth=1)
+    fig.autofmt_xdate()
+    ax.set_ylabel("EAS relative to the reference model")
+    ax.set_xlabel("release date")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, target)
+
+
+def _shown_models(models: pl.DataFrame) -> list[str]:
+    """The models the report lists one by one: every registered model and each zoo
+    variant and seed at its last checkpoint (the tables hold every checkpoint)."""
+    if "zoo_variant" not in models.columns:
+        return models["model_id"].to_list()
+    registered = models.filter(pl.col("zoo_variant").is_null())["model_id"].to_list()
+    finals = (models.filter(pl.col("zoo_variant").is_not_null()).sort("training_tokens")
+              .group_by("zoo_variant", "seed").last()["model_id"].to_list())
+    return sorted(registered + finals)
+
+
+def _factor_sections(db_path: Path, out_dir: Path, plots: list[Path], scores: pl.DataFrame, models: pl.DataFrame) -> list[str]:
+    """RQ2: EAS intervals, the zoo's contrasts, variance shares, training dynamics, the
+    published values and a verdict on each of the study's findings."""
+    from eexit_core.analysis.findings import check_findings, findings_table
+
+    intervals = _read_optional(db_path, "eas_intervals")
+    if intervals.height == 0:
+        return []
+    contrasts, variance = _read_optional(db_path, "factor_contrasts"), _read_optional(db_path, "variance_share")
+    dynamics, published = _read_optional(db_path, "training_dynamics"), _read_optional(db_path, "published_eas")
+    shown = _shown_models(models)
+    per_model = (_rq2_rows(intervals).filter((pl.col("workload_id") == "ALL") & pl.col("model_id").is_in(shown))
+                 .select("model_id", "eas", "ci_low", "ci_high", "n_prompts").sort("model_id"))
+    sections = ["## RQ2: which factors move EAS",
+                f"EAS (logit_cos, α = {DEFAULT_ALPHA}, mean over workloads) with a bootstrap 95 % interval that resamples "
+                f"prompts within each workload ({intervals['n_boot'][0]} replicates, seed {intervals['bootstrap_seed'][0]}); "
+                "`eas_intervals` holds every metric, alpha and workload (and every zoo checkpoint; the zoo's last "
+                "ones are listed here).", _md_table(per_model)]
+    oracle = _read_optional(db_path, "oracle_intervals")
+    if oracle.height:
+        sections += ["Token-oracle speedup bounds (`first` criterion) with the same prompt bootstrap:",
+                     _md_table(oracle.filter((pl.col("criterion") == "first") & pl.col("model_id").is_in(shown))
+                               .select("model_id", "workload_id", "speedup_bound", "ci_low", "ci_high", "skip_ratio")
+                               .sort("model_id", "workload_id"))]
+    if contrasts.height:
+        plots.append(plot_contrasts(contrasts, out_dir / "factor_contrasts.png"))
+        sections += ["### Controlled contrasts (the zoo)",
+                     "Each variant minus the one it differs from in one factor, paired by seed and by prompt; the "
+                     "interval redraws the seeds and the prompts (a two-level bootstrap).",
+                     _md_table(_rq2_rows(contrasts).filter(pl.col("workload_id") == "ALL")
+                               .select("factor", "level", "baseline", "delta", "ci_low", "ci_high", "n_pairs")),
+                     "![factor contrasts](factor_contrasts.png)"]
+    if variance.filter(pl.col("share").is_not_null()).height:
+        plots.append(plot_variance_share(variance, out_dir / "variance_share.png"))
+        sections += ["### Variance share: model against workload",
+                     "Per-prompt EAS decomposed into model, workload, their interaction and the prompts within a "
+                     "model × workload cell (sequential sums of squares, model first).",
+                     _md_table(_rq2_rows(variance).select("scope", "component", "df", "share", "n_models", "n_workloads")),
+                     "![variance share](variance_share.png)"]
+    regression = _read_optional(db_path, "factor_regression")
+    if regression.height:
+        sections += ["### Observational: EAS against the registry's factors",
+                     "Every measured registered model, one factor at a time; these models differ in many factors at "
+                     "once, so a slope here is confounded.",
+                     _md_table(regression.select("factor", "term", "estimate", "ci_low", "ci_high", "n_models", "note"))]
+    if dynamics.height:
+        plots.append(plot_training_dynamics(dynamics, out_dir / "training_dynamics.png"))
+        sections += ["### Training dynamics", "![training dynamics](training_dynamics.png)"]
+    if published.height:
+        plots.append(plot_published(published, scores, models, out_dir / "published_eas.png"))
+        sections += ["### The study's values beside ours",
+                     _md_table(published.select("model_name", "eas", "eas_relative", "release_date", "measured_eas",
+                                                "measured_ci_low", "measured_ci_high")),
+                     f"_{published['note'][0]}._", "![published EAS](published_eas.png)"]
+    sections += ["### The study's findings, checked",
+                 _md_table(findings_table(check_findings(contrasts, variance, models, scores)))]
+    return sections
+
+
 def _read_optional(db_path: Path, table: str) -> pl.DataFrame:
     try:
         return store.read_table(db_path, table)
@@ -345,6 +503,7 @@ def build_report(db_path: Path, out_dir: Path) -> Report:
         "![oracle speedup](oracle_speedup.png)",
         *_exit_sections(db_path, out_dir, plots),
         *_zoo_sections(db_path, out_dir, plots, scores, models),
+        *_factor_sections(db_path, out_dir, plots, scores, models),
         "## Models not measured",
         _md_table(unavailable.select("model_id", "unavailable_reason")) if unavailable.height else "All selected models were available.",
     ]) + "\n"

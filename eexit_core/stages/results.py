@@ -33,7 +33,8 @@ class ScoreSettings:
     metrics: tuple[str, ...] = SIMILARITY_METRICS
     fallback_reference: str | None = None
     tolerance: float = settings_defaults.TOLERANCE  # relative accuracy loss for the max skip ratio (exit_skip_bounds)
-    seed: int = 0  # bootstrap seed of the RQ1 intervals
+    seed: int = 0  # bootstrap seed of the RQ1 and RQ2 intervals
+    n_boot: int = settings_defaults.BOOTSTRAP_SAMPLES
 
 
 def _concat_partitions(files: list[Path], empty_schema: dict | None = None) -> pl.DataFrame:
@@ -123,9 +124,71 @@ def exit_tables(published: Publishable, similarity: pl.DataFrame, settings: Scor
     return {
         "exit_accuracy": accuracy,
         "exit_items": items,
-        "exit_skip_bounds": skip_table(accuracy, oracle, settings.tolerance, items),
-        "similarity_accuracy_correlation": similarity_accuracy_correlation(similarity, items, metrics, seed=settings.seed),
+        "exit_skip_bounds": skip_table(accuracy, oracle, settings.tolerance, items, n_boot=settings.n_boot,
+                                       seed=settings.seed),
+        "similarity_accuracy_correlation": similarity_accuracy_correlation(similarity, items, metrics, seed=settings.seed,
+                                                                           n_boot=settings.n_boot),
     }
+
+
+def factor_tables(published: Publishable, models: ModelRegistry, models_table: pl.DataFrame, similarity: pl.DataFrame,
+                  scores: pl.DataFrame, settings: ScoreSettings) -> dict[str, pl.DataFrame]:
+    """RQ2: EAS intervals (prompts resampled within workloads), the zoo's controlled
+    contrasts, the variance share of model and workload, EAS over training and the
+    study's published values beside ours."""
+    from eexit_core.analysis import factors, uncertainty, variance
+
+    measured = similarity.select("model_id", "workload_id").unique()
+    files = published.paths(TOKEN_STATS)
+    stats = (pl.concat([pl.scan_parquet(f) for f in sorted(files)], how="diagonal_relaxed") if files
+             else pl.DataFrame(schema={"model_id": pl.String, "workload_id": pl.String, "prompt_id": pl.String,
+                                       "layer": pl.Int16}).lazy())
+    stats = stats.join(measured.lazy(), on=["model_id", "workload_id"])
+    sums = uncertainty.prompt_layer_sums(stats, settings.metrics)
+    metrics = [m for m in settings.metrics if f"{m}__sum" in sums.columns]
+    boot = uncertainty.bootstrap_eas(sums, metrics=metrics, alphas=settings.alphas, n_boot=settings.n_boot,
+                                     seed=settings.seed)
+    intervals = _with_provenance(uncertainty.eas_intervals(boot, n_boot=settings.n_boot, seed=settings.seed), similarity)
+    measured_ids = set(measured["model_id"].to_list())
+    zoo = factors.zoo_checkpoints([m for m in models.models if m.model_id in measured_ids])
+    finals = {c.model_id for c in _last_per_variant_seed(zoo)}
+    scopes = {"registered": sorted(measured_ids - {c.model_id for c in zoo}), "zoo_final": sorted(finals)}
+    # "seed" is the zoo's training seed in these tables: the bootstrap's has its own name
+    resampled = [pl.lit(settings.n_boot).alias("n_boot"), pl.lit(settings.seed).alias("bootstrap_seed")]
+    return {
+        "eas_intervals": intervals,
+        "oracle_intervals": uncertainty.oracle_intervals(stats, n_boot=settings.n_boot, seed=settings.seed),
+        "factor_contrasts": factors.factor_contrasts(boot, zoo, metrics=metrics, alphas=settings.alphas,
+                                                     seed=settings.seed).with_columns(resampled),
+        "variance_share": variance.variance_share(sums, {k: v for k, v in scopes.items() if v}, metrics=metrics,
+                                                  alphas=settings.alphas),
+        "training_dynamics": factors.training_dynamics(intervals, similarity, zoo).with_columns(resampled),
+        "published_eas": factors.published_eas(scores, intervals),
+        "factor_regression": factors.factor_regression(scores, models_table, n_boot=settings.n_boot, seed=settings.seed)
+        .with_columns(resampled),
+    }
+
+
+def _with_provenance(intervals: pl.DataFrame, similarity: pl.DataFrame) -> pl.DataFrame:
+    """The checksums and lens code version of the partition behind each row (an 'ALL' row:
+    the model's checksum only)."""
+    columns = [c for c in ("code_version", "model_checksum", "workload_checksum") if c in similarity.columns]
+    if not columns:
+        return intervals
+    partitions = similarity.select("model_id", "workload_id", *columns).unique(["model_id", "workload_id"], keep="first")
+    joined = intervals.join(partitions, on=["model_id", "workload_id"], how="left", maintain_order="left")
+    if "model_checksum" in columns:
+        per_model = partitions.select("model_id", pl.col("model_checksum").alias("_model")).unique("model_id", keep="first")
+        joined = (joined.join(per_model, on="model_id", how="left", maintain_order="left")
+                  .with_columns(pl.coalesce("model_checksum", "_model").alias("model_checksum")).drop("_model"))
+    return joined
+
+
+def _last_per_variant_seed(checkpoints: list) -> list:
+    last: dict[tuple[str, int], object] = {}
+    for c in sorted(checkpoints, key=lambda c: c.step):
+        last[(c.variant, c.seed)] = c
+    return list(last.values())
 
 
 def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings(), *, model_ids: list[str] | None = None,
@@ -140,10 +203,11 @@ def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings(), *
         detail = f" ({len(published.excluded)} stale: {published.excluded[0]} …)" if published.excluded else ""
         raise MissingUpstreamError(f"no current layer_similarity partitions yet{detail}: materialise layer_similarity first")
     scores = compute_eas(similarity, models.reference_model, settings)
+    models_table = _models_table(ws, models)
     store.publish(
         ws.results_db,
         {
-            "models": _models_table(ws, models),
+            "models": models_table,
             "workloads": _workloads_table(ws, workloads, published),
             "prompts": _concat_partitions(published.paths("prompts")),
             "layer_similarity": similarity,
@@ -151,6 +215,7 @@ def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings(), *
             "eas_scores": scores,
             **exit_tables(published, similarity, settings),
             "zoo_training": _zoo_training(ws),
+            **factor_tables(published, models, models_table, similarity, scores, settings),
         },
         token_stats_files=[str(path.relative_to(ws.root)) for path in sorted(published.paths(TOKEN_STATS))],
     )

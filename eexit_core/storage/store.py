@@ -34,6 +34,14 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "exit_skip_bounds": ("model_id", "workload_id"),
     "similarity_accuracy_correlation": ("scope", "metric"),
     "zoo_training": ("variant", "seed", "step"),  # in the contract; empty until the zoo has trained
+    # RQ2 (eexit_core/analysis/uncertainty.py, variance.py, factors.py)
+    "eas_intervals": ("model_id", "workload_id", "metric", "alpha"),
+    "oracle_intervals": ("model_id", "workload_id", "criterion"),
+    "factor_contrasts": ("factor", "level", "baseline", "workload_id", "metric", "alpha"),  # empty without the zoo
+    "variance_share": ("scope", "metric", "alpha", "component"),
+    "training_dynamics": ("variant", "seed", "step", "metric"),  # empty without the zoo
+    "published_eas": ("model_name",),
+    "factor_regression": ("factor", "term"),
 }
 TOKEN_STATS_VIEW = "token_layer_stats"
 

@@ -48,6 +48,7 @@ class TrainingPlan:
     checkpoint_fractions: tuple[float, ...] = CHECKPOINT_FRACTIONS
     max_layer_dropout: float = 0.2  # early-exit-aware recipe only
     ee_scale: float = 1.0  # early-exit-aware recipe only
+    device: str = "cpu"  # bit-identical reruns and resumes are promised on a CPU only
 
     @property
     def steps(self) -> int:
@@ -99,7 +100,7 @@ def early_exit_loss(model: torch.nn.Module, batch: torch.Tensor, ee_scale: float
     n_layers = head.n_layers
     weights = torch.arange(1, n_layers, dtype=torch.float32)
     weights = weights / weights.sum()
-    early = torch.zeros((), dtype=torch.float32)
+    early = torch.zeros((), dtype=torch.float32, device=targets.device)
     for layer in range(1, n_layers):  # hidden_states[l] is the residual stream after block l
         logits = head.logits(out.hidden_states[layer])
         early = early + weights[layer - 1] * F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets)
@@ -139,6 +140,15 @@ def validation_loss(model: torch.nn.Module, evaluation: torch.Tensor) -> float:
     return sum(losses) / len(evaluation)
 
 
+def training_device(plan: TrainingPlan) -> torch.device:
+    """The plan's device, or a clear error where torch cannot use it."""
+    device = torch.device(plan.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EexitError(f"this zoo scale trains on {plan.device} and torch sees no CUDA device here; "
+                         "train the CPU scale (EEXIT_ZOO=cpu) or run on a GPU machine")
+    return device
+
+
 def _state_path(out_dir: Path, step: int) -> Path:
     return out_dir / f"step-{step:06d}" / "training_state.pt"
 
@@ -156,26 +166,28 @@ def train_variant(variant: Variant, vocab_size: int, train_ids: Sequence[int], v
     from eexit_core.storage.artifacts import atomic_dir
     from eexit_core.zoo.variants import build_model
 
+    device = training_device(plan)
     model = build_model(variant, vocab_size)
     if initial_weights is not None:  # continued training (the instruct recipe starts from its base twin)
         model.load_state_dict(initial_weights)
-    model.train()
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay,
                                   betas=plan.adam_betas)
     generator = torch.Generator().manual_seed(variant.seed)
     dropout = LayerDropout(model, plan.max_layer_dropout, generator) if variant.recipe == "ee_aware" else None
-    train_windows, evaluation = windows(train_ids, plan.seq_len), windows(validation_ids, plan.seq_len)[:plan.eval_windows]
-    order = data_order(len(train_windows), plan)
+    train_windows = windows(train_ids, plan.seq_len).to(device)
+    evaluation = windows(validation_ids, plan.seq_len)[:plan.eval_windows].to(device)
+    order = data_order(len(train_windows), plan).to(device)
     checkpoints = plan.checkpoint_steps()
     rows: list[dict] = []
     start = 0
     for step in reversed(checkpoints):  # resume from the last checkpoint written whole
         state = _state_path(out_dir, step)
         if state.is_file():
-            saved = torch.load(state, weights_only=False)
+            saved = torch.load(state, weights_only=False, map_location=device)
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-            generator.set_state(saved["generator"])
+            generator.set_state(saved["generator"].cpu())  # the dropout draws stay on the CPU
             rows, start = saved["rows"], step
             log(f"{variant.model_id}: resumed at step {step}")
             break

@@ -40,9 +40,13 @@ class Size:
     ssm_expand: int  # Mamba2's inner width over d_model, chosen to match the dense total
 
 
-# The CPU default: two dense sizes, depth and width scaled together.
+# Two dense sizes per scale (settings.ZOO_SCALES), depth and width scaled together: s and m
+# for the CPU default (1.3M and 3.4M parameters at a 4096 vocabulary), l and xl for one GPU
+# (15.7M and 50M). Every other arch class is matched to the dense model of its size.
 SIZES = {"s": Size(n_layers=4, d_model=128, n_heads=4, ffn=352, ssm_expand=4),
-         "m": Size(n_layers=6, d_model=192, n_heads=6, ffn=512, ssm_expand=4)}
+         "m": Size(n_layers=6, d_model=192, n_heads=6, ffn=512, ssm_expand=4),
+         "l": Size(n_layers=8, d_model=384, n_heads=6, ffn=1024, ssm_expand=4),
+         "xl": Size(n_layers=12, d_model=576, n_heads=9, ffn=1536, ssm_expand=4)}
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,13 @@ class Variant:
         return f"zoo-{arch}-{self.size}-{self.recipe}-seed{self.seed}"
 
 
-def default_variants(seeds: tuple[int, ...] = (0, 1)) -> list[Variant]:
-    """Each factor against the small dense base: arch class (both MoE matchings), size,
-    recipe, and every variant at each seed."""
-    kinds = [Variant("dense"), Variant("dense", size="m"), Variant("moe", moe_match="active"),
-             Variant("moe", moe_match="total"), Variant("ssm"), Variant("hybrid"),
-             Variant("dense", recipe="instruct"), Variant("dense", recipe="ee_aware")]
+def default_variants(seeds: tuple[int, ...] = (0, 1), sizes: tuple[str, str] = ("s", "m")) -> list[Variant]:
+    """Each factor against the dense base of size `sizes[0]`: arch class (both MoE
+    matchings), size (`sizes[1]`), recipe, and every variant at each seed."""
+    base, larger = sizes
+    kinds = [Variant("dense", base), Variant("dense", larger), Variant("moe", base, moe_match="active"),
+             Variant("moe", base, moe_match="total"), Variant("ssm", base), Variant("hybrid", base),
+             Variant("dense", base, recipe="instruct"), Variant("dense", base, recipe="ee_aware")]
     return [Variant(v.arch_class, v.size, v.recipe, seed, v.moe_match) for seed in seeds for v in kinds]
 
 

@@ -72,10 +72,13 @@ def test_each_check_is_attached_to_the_asset_it_checks():
     graph = defs.resolve_asset_graph()
     owners = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
     store_tables = ["models", "workloads", "prompts", "layer_similarity", "oracle_exits", "exit_accuracy", "exit_items",
-                    "exit_skip_bounds", "similarity_accuracy_correlation", "zoo_training"]
+                    "exit_skip_bounds", "similarity_accuracy_correlation", "zoo_training", "eas_intervals",
+                    "factor_contrasts", "variance_share", "training_dynamics", "published_eas", "factor_regression",
+                    "oracle_intervals"]
     assert owners == {
         "similarities_in_range": "layer_similarity", "exit_layers_in_range": "oracle_exits",
         "exit_accuracy_in_range": "exit_accuracy", "eas_within_bounds": "eas_scores",
+        "corpus_ok": "zoo_corpus", "learned_language": "zoo_checkpoints", "every_checkpoint_registered": "zoo_models",
         **{f"{table}_rows_valid": f"results_store/{table}" for table in store_tables},
     }
     assert isinstance(defs, dg.Definitions)
@@ -101,6 +104,25 @@ _ZOO = pl.DataFrame({"variant": ["zoo-dense-s-base"] * 2, "seed": [0, 0], "step"
                      "tokens_per_s": [0.0, 9000.0]})
 
 
+_INTERVALS = pl.DataFrame({"model_id": ["m", "m"], "workload_id": ["w", "ALL"], "metric": ["logit_cos"] * 2,
+                           "alpha": [0.5] * 2, "eas": [0.40, 0.40], "ci_low": [0.35, 0.36], "ci_high": [0.44, 0.43],
+                           "n_prompts": [8, 8]})
+_CONTRASTS = pl.DataFrame({"factor": ["recipe"], "level": ["zoo-dense-s-ee_aware"], "baseline": ["zoo-dense-s-base"],
+                           "delta": [0.02], "ci_low": [0.01], "ci_high": [0.03], "n_pairs": [2]})
+_VARIANCE = pl.DataFrame({"scope": ["registered"] * 4, "metric": ["logit_cos"] * 4, "alpha": [0.5] * 4,
+                          "component": ["model", "workload", "interaction", "residual"], "share": [0.6, 0.05, 0.1, 0.25]})
+_DYNAMICS = pl.DataFrame({"variant": ["v"] * 2, "seed": [0, 0], "step": [0, 8], "metric": ["logit_cos"] * 2,
+                          "tokens": [0, 8192], "eas": [0.1, 0.3], "ci_low": [0.08, 0.25], "ci_high": [0.12, 0.33],
+                          "top1_at_half_depth": [0.0, 0.2]})
+_ORACLE = pl.DataFrame({"speedup_bound": [1.6], "ci_low": [1.5], "ci_high": [1.7], "skip_ratio": [0.375],
+                        "skip_ci_low": [0.33], "skip_ci_high": [0.41]})
+_REGRESSION = pl.DataFrame({"factor": ["n_layers", "arch_class"], "term": ["slope", "levels"], "estimate": [0.01, None],
+                            "ci_low": [-0.02, None], "ci_high": [0.03, None], "n_models": [6, 2],
+                            "note": ["observational (confounded)", "not estimable: 1 level(s) measured"]})
+_PUBLISHED = pl.DataFrame({"model_name": list("abcdef"), "eas": [0.5] * 6, "source": ["study"] * 6,
+                           "measured_eas": [0.4] + [None] * 5})
+
+
 @pytest.mark.parametrize(("table", "good", "column", "bad_value"), [
     ("models", _MODELS, "checksum", None),  # available without a checksum
     ("models", _MODELS.reverse(), "unavailable_reason", None),  # unavailable without a reason
@@ -116,6 +138,20 @@ _ZOO = pl.DataFrame({"variant": ["zoo-dense-s-base"] * 2, "seed": [0, 0], "step"
     ("zoo_training", _ZOO, "val_loss", float("nan")),
     ("zoo_training", _ZOO, "tokens", 1024),  # tokens at step 0
     ("zoo_training", _ZOO, "unigram_entropy", 0.0),
+    ("eas_intervals", _INTERVALS, "ci_low", 0.45),  # the point outside its interval
+    ("eas_intervals", _INTERVALS, "eas", 1.2),
+    ("factor_contrasts", _CONTRASTS, "delta", -1.5),
+    ("factor_contrasts", _CONTRASTS, "ci_low", 0.05),  # interval upside down
+    ("factor_contrasts", _CONTRASTS, "n_pairs", 0),
+    ("variance_share", _VARIANCE, "share", 0.7),  # shares no longer add up to 1
+    ("training_dynamics", _DYNAMICS, "tokens", 9000),  # tokens that fall as the step grows
+    ("training_dynamics", _DYNAMICS, "top1_at_half_depth", 1.5),
+    ("published_eas", _PUBLISHED, "source", None),
+    ("published_eas", _PUBLISHED, "measured_eas", 2.0),
+    ("oracle_intervals", _ORACLE, "speedup_bound", 0.9),
+    ("oracle_intervals", _ORACLE, "skip_ci_high", 0.3),
+    ("factor_regression", _REGRESSION, "n_models", 2),  # a number over too few models
+    ("factor_regression", _REGRESSION.reverse(), "note", "fine"),  # a missing estimate that does not say why
 ])
 def test_each_store_table_check_passes_good_rows_and_fails_a_bad_one(table, good, column, bad_value):
     check = checks.STORE_TABLE_CHECKS[table]
@@ -137,3 +173,20 @@ def test_every_published_table_has_a_check():
     from eexit_core.storage.store import TABLE_KEYS
 
     assert set(checks.STORE_TABLE_CHECKS) == set(TABLE_KEYS)
+
+
+def test_a_base_model_has_learned_language_one_and_a_half_nats_below_unigram():
+    learned = checks.learned_language({"val_loss": 4.9, "unigram_entropy": 6.5}, "base")
+    assert learned.passed and learned.metadata["shortfall"] == 0.0
+    short = checks.learned_language({"val_loss": 5.2, "unigram_entropy": 6.5}, "base")
+    assert not short.passed and short.metadata["shortfall"] == pytest.approx(0.2)
+    # post-training and early-exit-aware training are reported, not held to the bar
+    assert checks.learned_language({"val_loss": 7.4, "unigram_entropy": 6.5}, "instruct").passed
+
+
+def test_the_zoo_corpus_check_needs_both_splits_and_a_unigram_entropy_within_log_v():
+    manifest = {"documents": {"train": 9, "validation": 1}, "tokens": {"train": 900, "validation": 100},
+                "unigram_entropy": 6.0, "vocab_size": 512}
+    assert checks.zoo_corpus_ok(manifest).passed
+    assert not checks.zoo_corpus_ok({**manifest, "documents": {"train": 10, "validation": 0}}).passed
+    assert not checks.zoo_corpus_ok({**manifest, "unigram_entropy": math.log(512) + 0.01}).passed

@@ -1,11 +1,11 @@
-"""DVC in a temporary clone: `dvc repro` builds the artifacts, `dvc push` stores them in a
-local remote, a second clone gets them back with `dvc pull`, and a repeated `dvc repro`
-has nothing to do.
+"""DVC in a temporary clone: `dvc repro` builds the artifacts and trains the smoke zoo,
+`dvc push` stores them in a local remote, a second clone gets them back with `dvc pull`,
+and a repeated `dvc repro` has nothing to do.
 
 The model is a one-block GGUF built here and converted by the checkpoint stage like an
 embedded one (its safetensors are a DVC output), measured on the ungraded Shakespeare
 workload, so the exit-accuracy stage runs with nothing to do: what is under test is DVC's
-bookkeeping, and each of the five stages still starts the runner (about 6 s each).
+bookkeeping, and each of the six stages still starts the runner (about 6 s each).
 """
 
 from __future__ import annotations
@@ -84,11 +84,14 @@ def test_repro_push_pull_in_temporary_clones(source_repo, tmp_path):
     first = _clone(source_repo, tmp_path / "first", base_env)
     env = {**base_env, "EEXIT_ROOT": str(first)}
     _sh([str(DVC), "remote", "modify", "--local", "local", "url", str(remote)], first, env)
-    out = _sh([str(DVC), "repro"], first, env)
-    assert "Running stage 'token_layer_stats'" in out
+    out = _sh([str(DVC), "repro", "results"], first, env)
+    assert "Running stage 'token_layer_stats'" in out and "'zoo'" not in out  # the zoo is upstream of nothing
     assert (first / "data" / "results.duckdb").is_file()
+    assert "Running stage 'zoo'" in _sh([str(DVC), "repro", "zoo"], first, {**env, "EEXIT_ZOO": "smoke"})
     models = _digest(first / "data" / "models")
     stats = _digest(first / "data" / "artifacts" / "token_layer_stats")
+    zoo = _digest(first / "data" / "zoo")
+    assert any(name.endswith("model.safetensors") for name in zoo) and "models.yaml" in zoo
     assert any(name.endswith(".safetensors") for name in models)
     assert "Data and pipelines are up to date" in _sh([str(DVC), "status"], first, env)
     assert "didn't change, skipping" in _sh([str(DVC), "repro"], first, env)
@@ -101,6 +104,7 @@ def test_repro_push_pull_in_temporary_clones(source_repo, tmp_path):
     _sh([str(DVC), "pull"], second, env2)
     assert _digest(second / "data" / "models") == models
     assert _digest(second / "data" / "artifacts" / "token_layer_stats") == stats
+    assert _digest(second / "data" / "zoo") == zoo  # the trained zoo, without training it
     assert "didn't change, skipping" in _sh([str(DVC), "repro", "token_layer_stats"], second, env2)
 
     # A selected partition that fails fails `dvc repro`, which then records nothing for the stage.

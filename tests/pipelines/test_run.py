@@ -456,8 +456,19 @@ def test_the_zoo_trains_registers_its_checkpoints_and_they_are_measured(tmp_path
         assert row == ("step-000008", "zoo-dense-s-ee_aware", 0, 8 * 8 * 128, "early_exit")
         stored = con.sql("select * from zoo_training order by variant, seed, step").pl()
         assert stored.equals(training.sort("variant", "seed", "step"))
+        # RQ2 from the zoo: the positive control as a contrast, paired at seed 0, and its dynamics
+        contrast = _one(con, "select factor, baseline, n_pairs, seeds, delta, ci_low <= delta and delta <= ci_high "
+                             "from factor_contrasts where level = 'zoo-dense-s-ee_aware' and workload_id = 'ALL' "
+                             "and metric = 'logit_cos' and alpha = 0.5")
+        assert contrast[:4] == ("recipe", "zoo-dense-s-base", 1, "0") and contrast[5]
+        eas = dict(con.sql("select model_id, eas from eas_scores where workload_id = 'ALL' and metric = 'logit_cos' "
+                           "and alpha = 0.5").fetchall())
+        assert contrast[4] == pytest.approx(eas[ee_final] - eas[base_final], abs=1e-12)
+        assert _one(con, "select count(*) from training_dynamics where metric = 'logit_cos'")[0] == 2
     finally:
         con.close()
+    report = (root / "data" / "reports" / "factor_report.md").read_text()
+    assert "## RQ2: which factors move EAS" in report and "### The study's findings, checked" in report
     report = (root / "data" / "reports" / "factor_report.md").read_text()
     assert "## The controlled zoo" in report and "Early-exit-aware minus its base twin" in report
     assert (root / "data" / "reports" / "zoo_losses.png").stat().st_size > 1000

@@ -65,7 +65,7 @@ def test_the_recipe_sets_the_registry_training_field(tmp_path):
         zoo_registry_yaml([], ws.root)
 
 
-def test_only_a_zoo_run_selects_the_zoo(zoo_workspace):
+def test_only_a_zoo_run_selects_the_zoo_and_its_store_adds_the_plain_runs_models(zoo_workspace):
     from assets.partitions import selected_model_ids, selected_workload_ids, skipped_model_ids
 
     zoo_ids = {checkpoint_model_id(MOE, 0), checkpoint_model_id(MOE, 4)}
@@ -78,5 +78,12 @@ def test_only_a_zoo_run_selects_the_zoo(zoo_workspace):
     assert not zoo_ids & set(skipped_model_ids(zoo_workspace, plain))  # nor called missing
     named = Environment.read({"EEXIT_MODELS": checkpoint_model_id(MOE, 4)})
     assert selected_model_ids(zoo_workspace, named) == [checkpoint_model_id(MOE, 4)]
+    # a zoo run's store also publishes what a plain run measured (nothing is computed for it)
+    from assets.partitions import published_model_ids
+
+    assert published_model_ids(zoo_workspace, zoo_run) == [*selected_model_ids(zoo_workspace, zoo_run),
+                                                           *selected_model_ids(zoo_workspace, plain)]
+    assert published_model_ids(zoo_workspace, named) == [checkpoint_model_id(MOE, 4)]
+    assert published_model_ids(zoo_workspace, plain) == selected_model_ids(zoo_workspace, plain)
     with pytest.raises(ValueError, match="EEXIT_ZOO must be one of"):
         Environment.read({"EEXIT_ZOO": "huge"})

@@ -43,3 +43,30 @@ def test_unigram_cross_entropy_in_closed_form():
     assert value == pytest.approx(-(math.log(3 / 7) + math.log(2 / 7) + math.log(1 / 7)) / 3, rel=1e-12)
     uniform = unigram_cross_entropy([], [2, 3], vocab_size=8)
     assert uniform == pytest.approx(math.log(8), rel=1e-12)
+
+
+def test_post_training_mixes_instructions_with_replayed_pretraining_tokens(corpus, tmp_path):
+    """Half the instruct recipe's stream is chat-rendered instructions, half the corpus's
+    first tokens, so the shuffled windows keep the model on the language it learned."""
+    import numpy as np
+    import torch
+
+    from eexit_core.stages.zoo import INSTRUCT_REPLAY_SHARE, _instruct_inputs, checkpoints_dir
+    from eexit_core.storage.workspace import Workspace
+    from eexit_core.zoo.training import TrainingPlan
+    from eexit_core.zoo.variants import Variant
+
+    tokenizer = train_tokenizer(corpus, 300)
+    ws, plan = Workspace(tmp_path), TrainingPlan(tokens=16 * 4 * 32, seq_len=32, batch_size=4)
+    base_state = checkpoints_dir(ws, Variant("dense")) / f"step-{plan.steps:06d}" / "training_state.pt"
+    base_state.parent.mkdir(parents=True)
+    torch.save({"model": {"w": torch.ones(1)}}, base_state)
+    corpus_ids = np.arange(100_000, 100_000 + 10_000)  # ids no instruction has: where the replay is, is plain
+    instruct_plan, ids, weights, fingerprint = _instruct_inputs(ws, Variant("dense", recipe="instruct"), plan,
+                                                                tokenizer, corpus_ids)
+    replayed = [i for i in ids if i >= 100_000]
+    assert replayed == list(range(100_000, 100_000 + len(replayed)))  # the corpus's first tokens, in order
+    margin = instruct_plan.seq_len * 64
+    assert len(replayed) == round(instruct_plan.tokens * INSTRUCT_REPLAY_SHARE) + margin
+    assert len(ids) - len(replayed) == len(replayed)  # as many instruction tokens
+    assert torch.equal(weights["w"], torch.ones(1)) and fingerprint.endswith(f"+replay{len(replayed)}")

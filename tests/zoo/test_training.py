@@ -99,3 +99,13 @@ def test_a_non_finite_loss_stops_the_variant_naming_it_and_the_step(tmp_path, mo
     monkeypatch.setattr(training, "validation_loss", lambda model, evaluation: 0.0)
     with pytest.raises(TrainingDivergedError, match=r"zoo-dense-s-base-seed0: the loss is nan at step 4"):
         _train(tmp_path, Variant("dense"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the GPU scale trains here")
+def test_the_gpu_scale_without_cuda_is_a_clear_error_naming_the_cpu_scale():
+    from eexit_core.errors import EexitError
+    from eexit_core.zoo.training import training_device
+
+    with pytest.raises(EexitError, match="EEXIT_ZOO=cpu"):
+        training_device(TrainingPlan(tokens=1024, device="cuda"))
+    assert training_device(TrainingPlan(tokens=1024)).type == "cpu"

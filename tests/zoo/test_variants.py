@@ -39,6 +39,33 @@ def test_parameters_are_matched_as_each_variant_says(built):
         assert built[f"zoo-{arch}-s-base-seed0"][1][0] == pytest.approx(dense_total, rel=0.15), arch
 
 
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_every_size_matches_its_arch_classes_at_the_zoo_vocabulary(size):
+    """The GPU sizes (l, xl) keep the matching of the CPU ones, at the real vocabulary;
+    built on the meta device (no memory), so the 50M-parameter size costs nothing."""
+    counts = {}
+    for variant in ARCHS:
+        variant = Variant(variant.arch_class, size, moe_match=variant.moe_match)
+        with torch.device("meta"):
+            counts[variant.model_id.split(f"-{size}-")[0]] = parameter_counts(build_model(variant, 4096), variant)
+    dense = counts["zoo-dense"][0]
+    assert counts["zoo-moe-active"][1] == pytest.approx(dense, rel=0.02)
+    assert counts["zoo-moe-total"][0] == pytest.approx(dense, rel=0.02)
+    assert counts["zoo-ssm"][0] == pytest.approx(dense, rel=0.15) and counts["zoo-hybrid"][0] == pytest.approx(dense, rel=0.15)
+
+
+def test_the_gpu_scale_is_ten_times_the_cpu_one_in_parameters_and_tokens():
+    from eexit_core.settings import ZOO_SCALES
+
+    cpu, gpu = ZOO_SCALES["cpu"], ZOO_SCALES["gpu"]
+    assert gpu.tokens >= 10 * cpu.tokens and gpu.device == "cuda"
+    for small, large in zip(cpu.sizes, gpu.sizes, strict=True):
+        with torch.device("meta"):
+            params = [parameter_counts(build_model(Variant("dense", s), 4096), Variant("dense", s))[0] for s in (small, large)]
+        assert params[1] >= 10 * params[0], (small, large)
+    assert {v.size for v in default_variants(gpu.seeds, gpu.sizes)} == set(gpu.sizes)
+
+
 def test_initialisation_is_seeded():
     first, again = build_model(Variant("dense"), VOCAB), build_model(Variant("dense"), VOCAB)
     other = build_model(Variant("dense", seed=1), VOCAB)
@@ -68,4 +95,4 @@ def test_the_default_zoo_varies_one_factor_at_a_time_at_two_seeds():
     with pytest.raises(ValueError, match="moe_match"):
         Variant("moe")
     with pytest.raises(ValueError, match="unknown zoo size"):
-        Variant("dense", size="xl")
+        Variant("dense", size="xxl")

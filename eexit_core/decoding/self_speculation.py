@@ -144,3 +144,29 @@ def speculate(model: nn.Module, input_ids: torch.Tensor, *, exit_layer: int, dra
         last = torch.tensor([[new[-1]]], device=input_ids.device)
     result.decode_s = time.perf_counter() - started
     return result
+
+
+# --- what the lens predicts --------------------------------------------------------------
+
+
+def expected_tokens_per_round(acceptance: float, draft_len: int) -> float:
+    """Tokens a round yields when each draft is accepted with probability `acceptance`
+    independently, given the ones before it: the accepted prefix plus the verifier's own
+    token, 1 + p + p^2 + ... + p^k."""
+    if not 0.0 <= acceptance <= 1.0:
+        raise ValueError(f"acceptance is a probability, got {acceptance}")
+    return float(sum(acceptance**i for i in range(draft_len + 1)))
+
+
+def predicted_speedup(acceptance: float, *, exit_layer: int, n_layers: int, draft_len: int, head_cost: float = 0.0,
+                      verify_cost: float = 1.0) -> float:
+    """Self-speculation's speedup over greedy decoding predicted from the lens: the top-1
+    agreement of layer `exit_layer` with the last layer as the acceptance rate, and a cost
+    model in units of one full-depth decode step. A draft step costs `exit_layer / n_layers`
+    of one plus the exit head (`head_cost`, relative to a full step); a verify pass over
+    k + 1 tokens costs `verify_cost` full steps (1 where decoding is memory-bound, as at
+    batch 1 on a GPU; up to k + 1 where it is compute-bound, as on a CPU: measure it)."""
+    if not 1 <= exit_layer < n_layers:
+        raise ValueError(f"the exit layer must be in 1..{n_layers - 1}, got {exit_layer}")
+    draft_step = exit_layer / n_layers + head_cost
+    return expected_tokens_per_round(acceptance, draft_len) / (draft_len * draft_step + verify_cost)

@@ -64,3 +64,30 @@ def test_a_state_space_model_is_refused_by_name():
     with pytest.raises(SpeculationUnsupportedError, match="Mamba2ForCausalLM"):
         speculate(Mamba2ForCausalLM(config).eval(), torch.tensor([[2, 5, 7]]), exit_layer=1, draft_len=2,
                   max_new_tokens=4)
+
+
+def test_the_expected_tokens_per_round_match_a_simulation_and_their_closed_form():
+    import numpy as np
+
+    from eexit_core.decoding.self_speculation import expected_tokens_per_round
+
+    rng = np.random.default_rng(0)
+    for p, k in ((0.0, 3), (1.0, 3), (0.6, 4), (0.9, 2)):
+        accepted = rng.random((200_000, k)) < p
+        simulated = 1 + np.cumprod(accepted, axis=1).sum(axis=1).mean()  # the prefix before the first rejection
+        assert expected_tokens_per_round(p, k) == pytest.approx(simulated, abs=0.01)
+        closed = k + 1 if p == 1 else (1 - p ** (k + 1)) / (1 - p)
+        assert expected_tokens_per_round(p, k) == pytest.approx(closed)
+
+
+def test_the_predicted_speedup_follows_the_cost_model():
+    from eexit_core.decoding.self_speculation import predicted_speedup
+
+    # every draft accepted, drafts free, verify one step: k + 1 tokens per step
+    assert predicted_speedup(1.0, exit_layer=1, n_layers=10**9, draft_len=3) == pytest.approx(4.0, rel=1e-6)
+    # nothing accepted: one token per round for k draft steps and a verify pass
+    assert predicted_speedup(0.0, exit_layer=5, n_layers=10, draft_len=2, head_cost=0.1) == pytest.approx(1 / (2 * 0.6 + 1))
+    # a compute-bound verify of k + 1 tokens can never pay back at any acceptance
+    assert predicted_speedup(1.0, exit_layer=5, n_layers=10, draft_len=3, verify_cost=4.0) < 1.0
+    with pytest.raises(ValueError, match="exit layer"):
+        predicted_speedup(0.5, exit_layer=10, n_layers=10, draft_len=2)

@@ -178,7 +178,7 @@ def correlation_table_ok(table: pl.DataFrame) -> CheckOutcome:
     return CheckOutcome(bad == 0 and several == 0, {"violations": bad, "scopes_with_several_best": several})
 
 
-def _ordered_interval(frame: pl.DataFrame, value: str) -> pl.Expr:
+def _ordered_interval(value: str) -> pl.Expr:
     """ci_low <= value <= ci_high where the interval exists (a tiny slack for float32 sums)."""
     return (pl.col("ci_low").is_null() | pl.col("ci_low").is_nan()
             | ((pl.col("ci_low") <= pl.col(value) + 1e-9) & (pl.col(value) <= pl.col("ci_high") + 1e-9)))
@@ -187,14 +187,14 @@ def _ordered_interval(frame: pl.DataFrame, value: str) -> pl.Expr:
 def eas_intervals_ok(table: pl.DataFrame) -> CheckOutcome:
     """EAS within [0, 1] and inside its own interval (a percentile interval holds its point
     estimate unless the replicates are badly skewed: then this flags it for a look)."""
-    ok = _in("eas", 0.0, 1.0) & _ordered_interval(table, "eas") & (pl.col("n_prompts") > 0)
+    ok = _in("eas", 0.0, 1.0) & _ordered_interval("eas") & (pl.col("n_prompts") > 0)
     bad = _violations(table, ok)
     return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
 
 
 def oracle_intervals_ok(table: pl.DataFrame) -> CheckOutcome:
     """Speedup bounds of at least 1 inside their intervals, skip ratios in [0, 1) inside theirs."""
-    ok = ((pl.col("speedup_bound") >= 1.0 - 1e-9) & _ordered_interval(table, "speedup_bound")
+    ok = ((pl.col("speedup_bound") >= 1.0 - 1e-9) & _ordered_interval("speedup_bound")
           & _in("skip_ratio", 0.0, 1.0) & (pl.col("skip_ci_low") <= pl.col("skip_ratio") + 1e-9)
           & (pl.col("skip_ratio") <= pl.col("skip_ci_high") + 1e-9))
     bad = _violations(table, ok)
@@ -219,7 +219,7 @@ def variance_share_ok(table: pl.DataFrame) -> CheckOutcome:
 
 def training_dynamics_ok(table: pl.DataFrame) -> CheckOutcome:
     """EAS in [0, 1] within its interval, tokens that grow with the step, agreement a rate."""
-    ok = (_in("eas", 0.0, 1.0) & _ordered_interval(table, "eas")
+    ok = (_in("eas", 0.0, 1.0) & _ordered_interval("eas")
           & (pl.col("top1_at_half_depth").is_null() | _in("top1_at_half_depth", 0.0, 1.0)))
     order = table.sort("step").group_by("variant", "seed", "metric").agg(pl.col("tokens").diff().min().alias("step_up"))
     bad = _violations(table, ok) + _violations(order, pl.col("step_up").is_null() | (pl.col("step_up") > 0))

@@ -92,7 +92,7 @@ def _size_rank(size: str) -> int:
     return list(SIZES).index(size) if size in SIZES else len(SIZES)
 
 
-def _final_and_middle(checkpoints: Sequence[ZooCheckpoint]) -> dict[tuple[str, int], tuple[ZooCheckpoint, ZooCheckpoint | None]]:
+def final_and_middle(checkpoints: Sequence[ZooCheckpoint]) -> dict[tuple[str, int], tuple[ZooCheckpoint, ZooCheckpoint | None]]:
     """Per (variant, seed): its last checkpoint and the one before it."""
     by_key: dict[tuple[str, int], list[ZooCheckpoint]] = {}
     for c in checkpoints:
@@ -109,7 +109,7 @@ def factor_contrasts(boot: dict, checkpoints: Sequence[ZooCheckpoint], *, metric
     """The `factor_contrasts` table: level minus baseline EAS per workload (and 'ALL'),
     metric and alpha, over the seeds both were trained at; the interval redraws seeds and
     prompts (see the module's docstring)."""
-    ends = _final_and_middle(checkpoints)
+    ends = final_and_middle(checkpoints)
     workloads = sorted({key[1] for key in boot})
     rows = []
     for index, contrast in enumerate(zoo_contrasts(checkpoints)):

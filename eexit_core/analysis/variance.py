@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from eexit_core.analysis.uncertainty import eas_rows, prompt_curves, to_similarity
+from eexit_core.analysis.uncertainty import PromptCurves, eas_rows, prompt_curves, to_similarity
 
 COMPONENTS = ("model", "workload", "interaction", "residual")
 VARIANCE_SCHEMA = {"scope": pl.String, "metric": pl.String, "alpha": pl.Float64, "component": pl.String, "df": pl.Int64,
@@ -24,11 +24,10 @@ VARIANCE_SCHEMA = {"scope": pl.String, "metric": pl.String, "alpha": pl.Float64,
                    "n_obs": pl.Int64, "note": pl.String}
 
 
-def per_prompt_eas(sums: pl.DataFrame | dict, metric: str, alpha: float) -> pl.DataFrame:
-    """EAS of each prompt's own curve: (model_id, workload_id, prompt_id, eas); `sums` is
-    `prompt_layer_sums` output or its `prompt_curves` for this metric."""
+def per_prompt_eas(curves_by_partition: dict[tuple[str, str], PromptCurves], metric: str, alpha: float) -> pl.DataFrame:
+    """EAS of each prompt's own curve (`prompt_curves` of `metric`): (model_id, workload_id,
+    prompt_id, eas)."""
     frames = []
-    curves_by_partition = sums if isinstance(sums, dict) else prompt_curves(sums, metric)
     for (model_id, workload_id), curves in curves_by_partition.items():
         with np.errstate(invalid="ignore", divide="ignore"):
             values = eas_rows(to_similarity(curves.sums / curves.counts, metric), alpha)

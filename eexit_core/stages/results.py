@@ -151,7 +151,7 @@ def factor_tables(published: Publishable, models: ModelRegistry, models_table: p
     intervals = _with_provenance(uncertainty.eas_intervals(boot, n_boot=settings.n_boot, seed=settings.seed), similarity)
     measured_ids = set(measured["model_id"].to_list())
     zoo = factors.zoo_checkpoints([m for m in models.models if m.model_id in measured_ids])
-    finals = {c.model_id for c in _last_per_variant_seed(zoo)}
+    finals = {last.model_id for last, _ in factors.final_and_middle(zoo).values()}
     scopes = {"registered": sorted(measured_ids - {c.model_id for c in zoo}), "zoo_final": sorted(finals)}
     # "seed" is the zoo's training seed in these tables: the bootstrap's has its own name
     resampled = [pl.lit(settings.n_boot).alias("n_boot"), pl.lit(settings.seed).alias("bootstrap_seed")]
@@ -182,13 +182,6 @@ def _with_provenance(intervals: pl.DataFrame, similarity: pl.DataFrame) -> pl.Da
         joined = (joined.join(per_model, on="model_id", how="left", maintain_order="left")
                   .with_columns(pl.coalesce("model_checksum", "_model").alias("model_checksum")).drop("_model"))
     return joined
-
-
-def _last_per_variant_seed(checkpoints: list) -> list:
-    last: dict[tuple[str, int], object] = {}
-    for c in sorted(checkpoints, key=lambda c: c.step):
-        last[(c.variant, c.seed)] = c
-    return list(last.values())
 
 
 def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings(), *, model_ids: list[str] | None = None,

@@ -9,6 +9,10 @@ unexport DAGSTER_MODULE_NAME
 
 .PHONY: setup run test test-fast bench ui lock clean-results
 
+# pytest-xdist: one worker per core (tests/conftest.py keeps the modules that share state
+# outside their temporary folders on one worker each); `make lock` tests the same way
+export PYTEST_PARALLEL := -n auto --dist loadgroup
+
 $(STAMP): pyproject.toml scripts/setup.sh requirements.lock requirements-dvc.lock
 	bash scripts/setup.sh
 	touch $(STAMP)
@@ -22,11 +26,11 @@ run: $(STAMP)
 ## the whole test suite (slow tests included, as in CI); the ten slowest tests are listed,
 ## so a log shows where the 10-minute budget goes
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=10
 
 ## the suite without the slow tests
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 ## re-resolve the newest allowed versions, run the tests, write requirements.lock only if they pass
 lock: $(STAMP)

@@ -46,7 +46,8 @@ if [ -z "${EEXIT_LOCK_NO_UPGRADE:-}" ]; then
 fi
 
 log "running the whole test suite on them"
-if ! EEXIT_LOCKING=1 "$VENV/bin/python" -m pytest -q; then
+# shellcheck disable=SC2086  # the Makefile's pytest-xdist flags, split into words
+if ! EEXIT_LOCKING=1 "$VENV/bin/python" -m pytest -q ${PYTEST_PARALLEL:-}; then
   log "tests failed: the locks are unchanged; restoring the environment they describe"
   $PIP install --quiet -e ".[test]" -c "$LOCK"
   "$DVC_PY" -m pip install --quiet "dvc==3.67.1" -c "$DVC_LOCK"

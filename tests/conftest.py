@@ -16,6 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 # switch when a kernel is defined, so it is set before any test module imports triton.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (`make test`) each worker is one of n processes on n cores: one torch
+# thread each, and in the pipelines they start, or 2 threads per worker on 2 cores thrash
+# (a 1 s test took 20 s).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 WORDS = (
     "the a an of to in and is was it he she they we you i that this with for on as be at by "
     "from or not but what all were when there can if which do will one about out up so them "
@@ -198,3 +205,19 @@ def tiny_run_copy(tiny_run, tmp_path) -> Path:
     from tests.tiny_run import copy_of_run
 
     return copy_of_run(tiny_run.root, tmp_path / "ws")
+
+
+# --- parallel runs (`make test` runs pytest-xdist with --dist loadgroup) -----------------
+
+# Modules whose tests share state outside their temporary folders run on one worker, in
+# order: the embedded models convert once into the repository's data/models (two workers
+# would each convert and swap the folder under the other's reader), and the UI tests bind
+# Dagster's default port.
+_ONE_WORKER_MODULES = ("tests/models/test_embedded.py", "tests/pipelines/test_ui.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        if module in _ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))

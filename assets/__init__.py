@@ -8,10 +8,11 @@ from assets import (
     layer_similarity,
     model_checkpoints,
     oracle_exits,
+    self_speculation_items,
     token_layer_stats,
     workload_prompts,
     zoo,
 )
 
 ASSET_MODULES = [workload_prompts, model_checkpoints, token_layer_stats, layer_similarity, oracle_exits, exit_accuracy,
-                 eas_scores, factor_report, zoo]
+                 self_speculation_items, eas_scores, factor_report, zoo]

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from eexit_core import settings
 from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
+from eexit_core.evaluation.speculation_sweep import SpeculationSettings
 from eexit_core.lens.engine import LENS_ENGINES
 from eexit_core.settings import Environment
 from eexit_core.stages import LensSettings, ScoreSettings
@@ -49,6 +50,21 @@ class ExitAccuracyConfig(dg.Config):
         if self.sweep not in settings.EXIT_SWEEPS:
             raise ValueError(f"sweep must be one of {list(settings.EXIT_SWEEPS)}, got {self.sweep!r} (EEXIT_EXIT_SWEEP)")
         return ExitSweepSettings.full() if self.sweep == "full" else ExitSweepSettings()
+
+
+class SelfSpeculationConfig(dg.Config):
+    """How much of the self-speculation sweep runs (the exit sweep's sizes: cpu or full)."""
+
+    sweep: str = Field(default=_ENV.exit_sweep or _ENV.defaults.exit_sweep,
+                       description="cpu: two prompts, 12 tokens, exit layers L/4, L/2, 3L/4, draft lengths 2 and 4; "
+                                   "full: every item, 128 tokens, seven exit layers, draft lengths 1, 2, 4 and 8 (GPU)")
+    force: bool = Field(default=False, description="recompute even if the stored items are fresh "
+                                                   "(same checkpoint, prompts, code and sweep)")
+
+    def speculation_settings(self) -> SpeculationSettings:
+        if self.sweep not in settings.EXIT_SWEEPS:
+            raise ValueError(f"sweep must be one of {list(settings.EXIT_SWEEPS)}, got {self.sweep!r} (EEXIT_EXIT_SWEEP)")
+        return SpeculationSettings.full() if self.sweep == "full" else SpeculationSettings()
 
 
 class ScoresConfig(dg.Config):

@@ -11,7 +11,7 @@ from eexit_core.analysis import checks
 from eexit_core.stages import build_eas_scores, eas_table
 from eexit_core.storage import store
 
-_UPSTREAM = ["layer_similarity", "oracle_exits", "exit_accuracy", "model_checkpoints", "workload_prompts"]
+_UPSTREAM = ["layer_similarity", "oracle_exits", "exit_accuracy", "self_speculation_items", "model_checkpoints", "workload_prompts"]
 
 # the other tables of the store, as assets results_store/<table>
 STORE_TABLE_DESCRIPTIONS = {
@@ -32,6 +32,8 @@ STORE_TABLE_DESCRIPTIONS = {
     "training_dynamics": "RQ2: EAS and half-depth top-1 agreement of every zoo checkpoint against tokens trained",
     "published_eas": "The study's reported EAS beside ours for the same models",
     "factor_regression": "RQ2, observational (confounded): EAS against each registry factor over the measured models",
+    "self_speculation": "Lossless self-speculation per exit layer and draft length: acceptance, realised and lens-predicted speedup",
+    "self_speculation_items": "Every prompt decoded by self-speculation: drafts proposed and accepted, costs, equal to greedy",
 }
 STORE_TABLES = ("eas_scores", *STORE_TABLE_DESCRIPTIONS)
 

@@ -94,6 +94,20 @@ model_graded_partitions = dg.MultiPartitionsDefinition(
 )
 
 
+def selected_decoded_workload_ids(ws: Workspace) -> list[str]:
+    """The selected workloads a model decodes open-ended: self-speculation runs on these."""
+    from eexit_core.stages.self_speculation import decoded_workload
+
+    _, workloads = registries(ws)
+    return [w for w in selected_workload_ids(ws) if decoded_workload(workloads.get(w))]
+
+
+decoded_workload_partitions = dg.StaticPartitionsDefinition(selected_decoded_workload_ids(_WS))
+model_decoded_partitions = dg.MultiPartitionsDefinition(
+    {"model": model_partitions, "workload": decoded_workload_partitions}
+)
+
+
 def zoo_scale(env: Environment | None = None) -> str:
     """The zoo scale the zoo assets train: EEXIT_ZOO's, else the CPU default."""
     env = env or Environment.read()

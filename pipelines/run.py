@@ -4,10 +4,13 @@
     python -m pipelines.run --stage stats      # one stage (what each `dvc.yaml` stage calls)
     python -m pipelines.run --force            # recompute token stats even where fresh
     python -m pipelines.run --zoo              # train the zoo, then measure its checkpoints
+    python -m pipelines.run --stage speculation  # lossless self-speculation, then the results
 
 Stages: prompts (workload_prompts), checkpoints (model_checkpoints), stats
 (token_layer_stats), exits (exit_accuracy, graded workloads only), results
-(layer_similarity, oracle_exits, eas_scores, factor_report). The zoo (group `zoo`: its
+(layer_similarity, oracle_exits, eas_scores, factor_report). Lossless self-speculation
+(self_speculation_items, on the code, math and instruction workloads) runs only when its
+stage is named: on a 2-core CPU it takes longer than `make run`'s budget allows. The zoo (group `zoo`: its
 corpus, each variant trained, and the registry of its checkpoints) runs only when asked:
 `--zoo` trains it (the scale EEXIT_ZOO names, `cpu` by default) and then runs the stages
 above on its checkpoints and the zoo workloads; `EEXIT_ZOO=cpu python -m pipelines.run`
@@ -37,10 +40,13 @@ from pathlib import Path
 from eexit_core.storage.workspace import Workspace
 
 STAGES = ("prompts", "checkpoints", "stats", "exits", "results")
+# run only when named (then published by the results stage): lossless self-speculation
+# does not fit `make run`'s 15 minutes on a 2-core CPU beside the stages above (issue 16)
+SPECULATION = "speculation"
 # Dagster's console logger would print each failure's traceback twice (step and run);
 # the runner prints one line per failure and keeps the traceback in a file it names.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-_FORCEABLE = ("token_layer_stats", "exit_accuracy")  # assets whose Config has `force`
+_FORCEABLE = ("token_layer_stats", "exit_accuracy", "self_speculation_items")  # assets whose Config has `force`
 
 
 def _results_store_keys() -> list[str]:
@@ -214,12 +220,13 @@ def _clean_up_after_a_kill(ws: Workspace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=(*STAGES, "all", "zoo"), default="all",
-                        help="one stage; `zoo` trains the zoo and measures nothing")
+    parser.add_argument("--stage", choices=(*STAGES, SPECULATION, "all", "zoo"), default="all",
+                        help="one stage; `zoo` trains the zoo and measures nothing; `speculation` measures lossless "
+                             "self-speculation, then publishes the results")
     parser.add_argument("--force", action="store_true", help="recompute fresh token stats and exit accuracy too")
     parser.add_argument("--zoo", action="store_true", help="train the zoo first, then measure its checkpoints")
     args = parser.parse_args(argv)
-    stages_to_run = STAGES if args.stage == "all" else (args.stage,)
+    stages_to_run = {"all": STAGES, SPECULATION: (SPECULATION, "results")}.get(args.stage, (args.stage,))
     train_zoo = args.zoo or args.stage == "zoo"
     if train_zoo:
         from eexit_core.settings import choose_the_zoo
@@ -239,7 +246,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers.utils import logging as hf_logging
 
-    from assets.partitions import graded_workload_partitions, model_partitions, model_workload_key, workload_partitions
+    from assets.partitions import (
+        decoded_workload_partitions,
+        graded_workload_partitions,
+        model_partitions,
+        model_workload_key,
+        workload_partitions,
+    )
     from eexit_core import stages
 
     hf_logging.disable_progress_bar()
@@ -314,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     if "exits" in stages_to_run:
         _run_exits(runner, ws, models, [w for w in graded_workload_partitions.get_partition_keys() if w in workloads],
                    workload_registry, force=args.force)
+
+    if SPECULATION in stages_to_run:
+        _run_speculation(runner, ws, models, [w for w in decoded_workload_partitions.get_partition_keys() if w in workloads],
+                         force=args.force)
 
     ok = True
     if "results" in stages_to_run:
@@ -400,6 +417,33 @@ def _run_exits(runner: Runner, ws: Workspace, models: list[str], graded: list[st
             runner.run(["exit_accuracy"], key, f"{model_id} × {workload_id} ({why})", force=force)
 
 
+def _run_speculation(runner: Runner, ws: Workspace, models: list[str], decoded: list[str], *, force: bool) -> None:
+    from assets.config import SelfSpeculationConfig
+    from assets.partitions import model_workload_key
+    from eexit_core import stages
+    from eexit_core.stages.self_speculation import self_speculation_fresh, served_model
+
+    config = SelfSpeculationConfig()
+    settings = config.speculation_settings()
+    model_registry, workload_registry = stages.registries(ws)
+    staleness = runner.staleness()
+    print(f"self_speculation_items ({config.sweep} sweep)", flush=True)
+    for model_id in models:
+        if not served_model(model_registry.get(model_id)):
+            print(f"  {model_id}: a {model_registry.get(model_id).arch_class} model, not served (its state cannot be "
+                  "cropped back after a rejected draft)", flush=True)
+            continue
+        for workload_id in decoded:
+            key = model_workload_key(model_id, workload_id)
+            why = "forced" if force else staleness.why_stale("self_speculation_items", key)
+            if why is None and not self_speculation_fresh(ws, model_id, workload_registry.get(workload_id), settings):
+                why = "stored items made from other prompts or settings"
+            if why is None:
+                print(f"  {model_id} × {workload_id} (fresh)", flush=True)
+                continue
+            runner.run(["self_speculation_items"], key, f"{model_id} × {workload_id} ({why})", force=force)
+
+
 def _print_scores(ws: Workspace) -> None:
     import polars as pl
 
@@ -420,6 +464,16 @@ def _print_scores(ws: Workspace) -> None:
                        fmt_str_lengths=60):
             print("\nTask accuracy under early exit: max skip ratio within the tolerance (exit_skip_bounds)\n")
             print(bounds)
+    speculation = None
+    if _has_table(ws, "self_speculation"):
+        speculation = store.query(ws.results_db, """
+            select model_id, workload_id, exit_layer, draft_len, n_prompts, first_acceptance, lens_acceptance,
+                   realised_speedup, predicted_speedup, prediction_error
+            from self_speculation where chosen and split = 'test' order by all""")
+    if speculation is not None and speculation.height:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, float_precision=3, tbl_hide_dataframe_shape=True):
+            print("\nLossless self-speculation: the (l, k) chosen on half the prompts, measured on the other half\n")
+            print(speculation)
     results_db = ws.results_db.relative_to(ws.root)
     print(f"\nresults: {results_db} (try: duckdb {results_db} \"select * from eas_scores\")")
     print(f"report:  {(ws.reports_dir / 'factor_report.md').relative_to(ws.root)}")

@@ -243,6 +243,44 @@ def factor_regression_ok(table: pl.DataFrame) -> CheckOutcome:
     return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
 
 
+def speculation_lossless(items: pl.DataFrame) -> CheckOutcome:
+    """Every self-speculative decoding gave greedy decoding's tokens, and its counts are
+    those of a verify step: at each draft position no more accepted than proposed, and a
+    draft checked at position j + 1 exactly when the one at j was accepted."""
+    if items.is_empty():
+        return CheckOutcome(True, {"violations": 0, "rows": 0})
+    within = (pl.col("drafted_at") - pl.col("accepted_at")).list.min() >= 0
+    chained = pl.col("drafted_at").list.slice(1) == pl.col("accepted_at").list.slice(0, pl.col("accepted_at").list.len() - 1)
+    bad = _violations(items, pl.col("matches_greedy") & within & chained)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": items.height})
+
+
+def first_draft_acceptance(items: pl.DataFrame) -> float | None:
+    """Accepted over proposed first drafts, over every item (the asset's headline)."""
+    drafted = items["drafted_at"].list.first().sum() if items.height else 0
+    return None if not drafted else float(items["accepted_at"].list.first().sum() / drafted)
+
+
+def self_speculation_table_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Lossless rows; acceptance rates in [0, 1] where drafted; speedups and costs positive
+    where measured; exactly one chosen (l, k) per model × workload, on both halves."""
+    acceptance_ok = pl.col("acceptance").list.eval(pl.element().is_null() | pl.element().is_between(0.0, 1.0)).list.all()
+    positive = [(pl.col(c).is_null() | (pl.col(c) > 0)) for c in ("realised_speedup", "draft_step_cost", "verify_cost")]
+    ok = pl.col("lossless") & acceptance_ok
+    for expr in positive:
+        ok = ok & expr
+    bad = _violations(table, ok)
+    chosen = table.filter(pl.col("chosen")).group_by("model_id", "workload_id").agg(
+        pl.struct("exit_layer", "draft_len").n_unique().alias("configs"), pl.col("split").n_unique().alias("splits"))
+    bad += chosen.filter((pl.col("configs") != 1) | (pl.col("splits") > 2)).height
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
+def self_speculation_items_ok(items: pl.DataFrame) -> CheckOutcome:
+    """`speculation_lossless` on every item of the store table."""
+    return speculation_lossless(items)
+
+
 # store table -> the check of its rows (every table `eas_scores` publishes has one; a
 # cosine-only run publishes no oracle exits)
 STORE_TABLE_CHECKS = {
@@ -264,4 +302,6 @@ STORE_TABLE_CHECKS = {
     "training_dynamics": training_dynamics_ok,
     "published_eas": published_eas_ok,
     "factor_regression": factor_regression_ok,
+    "self_speculation": self_speculation_table_ok,
+    "self_speculation_items": self_speculation_items_ok,
 }

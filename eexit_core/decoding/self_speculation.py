@@ -5,7 +5,9 @@ Each round drafts `draft_len` tokens greedily with blocks 1..l and the exit head
 model truncated after block l, `early_exit.truncated`), then verifies them in one
 full-depth forward pass over the last accepted token and the drafts: the longest prefix
 the full model would itself have produced is kept, plus the full model's own next token.
-So the output is greedy full-depth decoding, token for token, by construction.
+So the output is greedy full-depth decoding, token for token, by construction. What the
+lens predicts of its speed, and the sweep that measures it, are in
+`eexit_core.analysis.speculation` and `eexit_core.evaluation.speculation_sweep`.
 
 One `DynamicCache` serves both. The draft appends keys and values for blocks 1..l only;
 before the verify pass the cache is cropped back to the accepted context, and the verify
@@ -49,7 +51,9 @@ class Speculation:
     accepted_at: list[int] = field(default_factory=list)  # of those, accepted
     draft_blocks: int = 0  # block evaluations by the drafts (one token through one block each)
     verify_blocks: int = 0
-    decode_s: float = 0.0
+    decode_s: float = 0.0  # the rounds, prefill excluded (as greedy decoding's `Generation.decode_s`)
+    draft_s: float = 0.0  # of which drafting
+    verify_s: float = 0.0  # of which verify passes
 
     @property
     def acceptance(self) -> list[float]:
@@ -112,15 +116,19 @@ def speculate(model: nn.Module, input_ids: torch.Tensor, *, exit_layer: int, dra
     while len(result.token_ids) < max_new_tokens:
         drafts: list[int] = []
         token = last
+        round_started = time.perf_counter()
         with truncated(model, exit_layer, head):
             for _ in range(draft_len):
                 logits = model(input_ids=token, **kw, use_cache=True).logits[:, -1]
                 drafts.append(int(logits.argmax(-1)))
                 token = torch.tensor([[drafts[-1]]], device=input_ids.device)
         result.draft_blocks += draft_len * exit_layer
+        verify_started = time.perf_counter()
+        result.draft_s += verify_started - round_started
         _crop_to(cache, context)
         candidates = torch.cat([last, torch.tensor([drafts], device=input_ids.device)], dim=1)
         verified = model(input_ids=candidates, **kw, use_cache=True).logits[0].argmax(-1).tolist()
+        result.verify_s += time.perf_counter() - verify_started
         result.verify_passes += 1
         result.verify_blocks += (draft_len + 1) * head.n_layers
         accepted = 0
@@ -144,29 +152,3 @@ def speculate(model: nn.Module, input_ids: torch.Tensor, *, exit_layer: int, dra
         last = torch.tensor([[new[-1]]], device=input_ids.device)
     result.decode_s = time.perf_counter() - started
     return result
-
-
-# --- what the lens predicts --------------------------------------------------------------
-
-
-def expected_tokens_per_round(acceptance: float, draft_len: int) -> float:
-    """Tokens a round yields when each draft is accepted with probability `acceptance`
-    independently, given the ones before it: the accepted prefix plus the verifier's own
-    token, 1 + p + p^2 + ... + p^k."""
-    if not 0.0 <= acceptance <= 1.0:
-        raise ValueError(f"acceptance is a probability, got {acceptance}")
-    return float(sum(acceptance**i for i in range(draft_len + 1)))
-
-
-def predicted_speedup(acceptance: float, *, exit_layer: int, n_layers: int, draft_len: int, head_cost: float = 0.0,
-                      verify_cost: float = 1.0) -> float:
-    """Self-speculation's speedup over greedy decoding predicted from the lens: the top-1
-    agreement of layer `exit_layer` with the last layer as the acceptance rate, and a cost
-    model in units of one full-depth decode step. A draft step costs `exit_layer / n_layers`
-    of one plus the exit head (`head_cost`, relative to a full step); a verify pass over
-    k + 1 tokens costs `verify_cost` full steps (1 where decoding is memory-bound, as at
-    batch 1 on a GPU; up to k + 1 where it is compute-bound, as on a CPU: measure it)."""
-    if not 1 <= exit_layer < n_layers:
-        raise ValueError(f"the exit layer must be in 1..{n_layers - 1}, got {exit_layer}")
-    draft_step = exit_layer / n_layers + head_cost
-    return expected_tokens_per_round(acceptance, draft_len) / (draft_len * draft_step + verify_cost)

@@ -448,6 +448,15 @@ def _factor_sections(db_path: Path, out_dir: Path, plots: list[Path], scores: pl
     return sections
 
 
+def _speculation_sections(db_path: Path, out_dir: Path, plots: list[Path], oracle: pl.DataFrame) -> list[str]:
+    from eexit_core.report.speculation_report import speculation_sections
+
+    bounds = _read_optional(db_path, "exit_skip_bounds")
+    tolerance = float(bounds["tolerance"][0]) if bounds.height else settings.TOLERANCE
+    return speculation_sections(_read_optional(db_path, "self_speculation"), oracle, _read_optional(db_path, "exit_accuracy"),
+                                tolerance, out_dir, plots)
+
+
 def _read_optional(db_path: Path, table: str) -> pl.DataFrame:
     try:
         return store.read_table(db_path, table)
@@ -502,6 +511,7 @@ def build_report(db_path: Path, out_dir: Path) -> Report:
         _md_table(oracle_table),
         "![oracle speedup](oracle_speedup.png)",
         *_exit_sections(db_path, out_dir, plots),
+        *_speculation_sections(db_path, out_dir, plots, oracle),
         *_zoo_sections(db_path, out_dir, plots, scores, models),
         *_factor_sections(db_path, out_dir, plots, scores, models),
         "## Models not measured",

@@ -16,6 +16,7 @@ LAYER_SIMILARITY = "layer_similarity"
 ORACLE_EXITS = "oracle_exits"
 EXIT_ACCURACY = "exit_accuracy"
 EXIT_ITEMS = "exit_items"
+SELF_SPECULATION_ITEMS = "self_speculation_items"
 
 
 class MissingUpstreamError(EexitError, FileNotFoundError):

@@ -11,8 +11,17 @@ from pathlib import Path
 
 from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
 from eexit_core.registry import ModelRegistry, WorkloadEntry, WorkloadRegistry, computation_fields
-from eexit_core.stages.common import EXIT_ACCURACY, EXIT_ITEMS, LAYER_SIMILARITY, ORACLE_EXITS, TOKEN_STATS, data_version
+from eexit_core.stages.common import (
+    EXIT_ACCURACY,
+    EXIT_ITEMS,
+    LAYER_SIMILARITY,
+    ORACLE_EXITS,
+    SELF_SPECULATION_ITEMS,
+    TOKEN_STATS,
+    data_version,
+)
 from eexit_core.stages.exit_accuracy import EXIT_VERSION_FIELDS, exit_code_version, plan_exit_accuracy
+from eexit_core.stages.self_speculation import speculation_problem
 from eexit_core.stages.token_stats import STATS_VERSION_FIELDS, stats_input_problem
 from eexit_core.storage.artifacts import read_parquet_metadata
 from eexit_core.storage.workspace import Workspace
@@ -75,6 +84,14 @@ def _add_measurements(ws: Workspace, result: Publishable, model_id: str, entry: 
         else:
             result.files.setdefault(EXIT_ACCURACY, []).append(exit_path)
             result.files.setdefault(EXIT_ITEMS, []).append(ws.partition_path(EXIT_ITEMS, *pair))
+    speculation_path = ws.partition_path(SELF_SPECULATION_ITEMS, *pair)
+    if speculation_path.is_file():
+        problem = ("the model's checkpoint is unavailable or not prepared" if checksum is None
+                   else speculation_problem(ws, model_id, entry))
+        if problem is not None:
+            result.excluded.append(f"{SELF_SPECULATION_ITEMS}[{model_id}|{entry.workload_id}]: {problem}")
+        else:
+            result.files.setdefault(SELF_SPECULATION_ITEMS, []).append(speculation_path)
 
 
 def _add_derived(ws: Workspace, result: Publishable, asset: str, pair: Pair, stats_version: str) -> None:

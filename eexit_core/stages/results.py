@@ -12,12 +12,14 @@ from eexit_core import settings as settings_defaults
 from eexit_core.analysis.adaptability import eas_scores, eas_table  # noqa: F401  (eas_table re-exported)
 from eexit_core.analysis.exit_summary import ITEM_SCHEMA, SUMMARY_SCHEMA
 from eexit_core.analysis.similarity import SIMILARITY_METRICS
+from eexit_core.analysis.speculation import ITEM_SCHEMA as SPECULATION_ITEM_SCHEMA
 from eexit_core.registry import ModelRegistry, WorkloadRegistry
 from eexit_core.stages.common import (
     EXIT_ACCURACY,
     EXIT_ITEMS,
     LAYER_SIMILARITY,
     ORACLE_EXITS,
+    SELF_SPECULATION_ITEMS,
     TOKEN_STATS,
     MissingUpstreamError,
     registries,
@@ -131,6 +133,19 @@ def exit_tables(published: Publishable, similarity: pl.DataFrame, settings: Scor
     }
 
 
+SPECULATION_ITEMS_SCHEMA = {**SPECULATION_ITEM_SCHEMA, "code_version": pl.String, "model_checksum": pl.String,
+                            "workload_checksum": pl.String, "seed": pl.Int64}
+
+
+def speculation_tables(published: Publishable, similarity: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Lossless self-speculation: its items, and per (l, k) and half of the prompts what it
+    realised beside what the lens's top-1 agreement predicted (issue 16)."""
+    from eexit_core.analysis.speculation import summarise_speculation
+
+    items = _concat_partitions(published.paths(SELF_SPECULATION_ITEMS), SPECULATION_ITEMS_SCHEMA)
+    return {"self_speculation": summarise_speculation(items, similarity), "self_speculation_items": items}
+
+
 def factor_tables(published: Publishable, models: ModelRegistry, models_table: pl.DataFrame, similarity: pl.DataFrame,
                   scores: pl.DataFrame, settings: ScoreSettings) -> dict[str, pl.DataFrame]:
     """RQ2: EAS intervals (prompts resampled within workloads), the zoo's controlled
@@ -209,6 +224,7 @@ def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings(), *
             **exit_tables(published, similarity, settings),
             "zoo_training": _zoo_training(ws),
             **factor_tables(published, models, models_table, similarity, scores, settings),
+            **speculation_tables(published, similarity),
         },
         token_stats_files=[str(path.relative_to(ws.root)) for path in sorted(published.paths(TOKEN_STATS))],
     )

@@ -42,6 +42,9 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "training_dynamics": ("variant", "seed", "step", "metric"),  # empty without the zoo
     "published_eas": ("model_name",),
     "factor_regression": ("factor", "term"),
+    # issue 16 (eexit_core/analysis/speculation.py); empty until `--stage speculation` has run
+    "self_speculation": ("model_id", "workload_id", "exit_layer", "draft_len", "split"),
+    "self_speculation_items": ("model_id", "workload_id", "exit_layer", "draft_len", "prompt_id"),
 }
 TOKEN_STATS_VIEW = "token_layer_stats"
 

@@ -69,7 +69,7 @@ def test_a_state_space_model_is_refused_by_name():
 def test_the_expected_tokens_per_round_match_a_simulation_and_their_closed_form():
     import numpy as np
 
-    from eexit_core.decoding.self_speculation import expected_tokens_per_round
+    from eexit_core.analysis.speculation import expected_tokens_per_round
 
     rng = np.random.default_rng(0)
     for p, k in ((0.0, 3), (1.0, 3), (0.6, 4), (0.9, 2)):
@@ -81,7 +81,7 @@ def test_the_expected_tokens_per_round_match_a_simulation_and_their_closed_form(
 
 
 def test_the_predicted_speedup_follows_the_cost_model():
-    from eexit_core.decoding.self_speculation import predicted_speedup
+    from eexit_core.analysis.speculation import predicted_speedup
 
     # every draft accepted, drafts free, verify one step: k + 1 tokens per step
     assert predicted_speedup(1.0, exit_layer=1, n_layers=10**9, draft_len=3) == pytest.approx(4.0, rel=1e-6)
@@ -91,3 +91,19 @@ def test_the_predicted_speedup_follows_the_cost_model():
     assert predicted_speedup(1.0, exit_layer=5, n_layers=10, draft_len=3, verify_cost=4.0) < 1.0
     with pytest.raises(ValueError, match="exit layer"):
         predicted_speedup(0.5, exit_layer=10, n_layers=10, draft_len=2)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_transformers_own_early_exit_assistant_gives_the_same_tokens(family):
+    """transformers' `generate(..., assistant_early_exit=l)` (LayerSkip's self-speculation in
+    the library) is the reference where it runs: the same tokens, up to its EOS."""
+    model = tiny_llama(VOCAB, layers=4) if family == "llama" else tiny_gemma3(VOCAB, layers=4)
+    eos = model.config.eos_token_id
+    for seed in range(2):
+        ids = torch.tensor([[2, 5 + seed, 17, 9 + seed, 30, 11]])
+        for layer in (1, 2, 3):
+            theirs = model.generate(ids, assistant_early_exit=layer, do_sample=False, max_new_tokens=NEW,
+                                    num_assistant_tokens=3, pad_token_id=0)[0, ids.shape[1]:].tolist()
+            theirs = theirs[: theirs.index(eos)] if eos in theirs else theirs
+            ours = speculate(model, ids, exit_layer=layer, draft_len=3, max_new_tokens=NEW, eos_ids=[eos]).token_ids
+            assert ours == theirs, (family, seed, layer)

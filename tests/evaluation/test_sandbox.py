@@ -11,6 +11,7 @@ Most hostile samples run in three modes:
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import socket
@@ -55,14 +56,35 @@ def run(source: str, limits: SandboxLimits = FAST, **kwargs) -> sandbox.SandboxR
 
 
 def sandbox_processes() -> set[int]:
-    """Processes a sandbox may have started: the bootstrap's command line names the work
-    dir, and with the uid layer everything runs as nobody (zombies included)."""
+    """Processes a sandbox of this test process may have started: the bootstrap's command
+    line names the work dir, and with the uid layer everything runs as nobody (zombies
+    included). Sandboxes of other processes (another pytest-xdist worker, a pipeline run)
+    are told apart by the `SANDBOX_OWNER` their environment carries; a process whose
+    owner cannot be read counts as ours."""
     found = set()
     for proc in psutil.process_iter(["cmdline", "username"]):
         cmdline = " ".join(proc.info["cmdline"] or ())
-        if "eexit-sandbox-" in cmdline or proc.info["username"] == "nobody":
+        if ("eexit-sandbox-" in cmdline or proc.info["username"] == "nobody") and _owner(proc) in (None, os.getpid()):
             found.add(proc.pid)
     return found
+
+
+def _owner(proc: psutil.Process, depth: int = 0) -> int | None:
+    """The pid that started the sandbox `proc` belongs to (a zombie's environment is gone:
+    its parent's), or None when nothing says."""
+    try:
+        owner = proc.environ().get("SANDBOX_OWNER")
+    except psutil.Error:  # a zombie's (or a vanished process's) environment cannot be read
+        owner = None
+    if owner is not None:
+        return int(owner)
+    try:
+        parent = proc.parent()
+    except psutil.Error:
+        return None
+    if parent is None or depth > 8:
+        return None
+    return os.getpid() if parent.pid == os.getpid() else _owner(parent, depth + 1)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def test_definitions_load_and_resolve():
     store_tables = {f"results_store/{t}" for t in TABLE_KEYS if t != "eas_scores"}
     assert keys == {
         "workload_prompts", "model_checkpoints", "token_layer_stats", "layer_similarity",
-        "oracle_exits", "exit_accuracy", "eas_scores", "factor_report", *store_tables,
+        "oracle_exits", "exit_accuracy", "self_speculation_items", "eas_scores", "factor_report", *store_tables,
         "zoo_corpus", "zoo_checkpoints", "zoo_models",
     }
     graph = defs.resolve_asset_graph()
@@ -44,6 +44,9 @@ def test_definitions_load_and_resolve():
     exits = defs.resolve_assets_def("exit_accuracy").partitions_def
     graded = {k.keys_by_dimension["workload"] for k in exits.get_partition_keys()}
     assert graded == {"humaneval", "gsm-symbolic", "arc-easy", "sciq", "basic-skills", "boolq", "arithmetic", "opposites"}
+    # self-speculation on the workloads a model decodes open-ended
+    decoded = defs.resolve_assets_def("self_speculation_items").partitions_def
+    assert {k.keys_by_dimension["workload"] for k in decoded.get_partition_keys()} == {"humaneval", "gsm-symbolic", "ifbench"}
     defs.resolve_implicit_global_asset_job_def()
 
 

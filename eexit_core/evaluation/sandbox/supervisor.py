@@ -381,7 +381,10 @@ def _tail(f: IO[bytes], limit: int) -> str:
 
 
 def _scrubbed_env(workdir: Path) -> dict[str, str]:
-    """A minimal environment: no PYTHONPATH, proxies, tokens or anything else of the parent's."""
+    """A minimal environment: no PYTHONPATH, proxies, tokens or anything else of the parent's.
+    `SANDBOX_OWNER` marks every process of the sandbox with the process that started it, so
+    leftovers can be told apart when several processes run sandboxes at once (the tests'
+    workers do)."""
     home = str(workdir)
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -389,6 +392,7 @@ def _scrubbed_env(workdir: Path) -> dict[str, str]:
         "TMPDIR": home,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
+        "SANDBOX_OWNER": str(os.getpid()),
     }
 
 

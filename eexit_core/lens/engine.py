@@ -1,8 +1,9 @@
 """The lens engine: per-token, per-layer statistics of the exit head applied to every block.
 
 For each scored token `t` and layer `l = 1..L` it computes the stats of SPEC §1 between
-`z_l = E(h_l)` and the model's own final logits `z_L`. It streams over token chunks so a
-chunk's `C × V` logits are the only vocabulary-sized buffers alive, whatever L, T or V.
+`z_l = E(h_l)` and the final logits `z_L = E(h_L)` (the model's own output: checked). It
+streams over token chunks so a chunk's `C × V` logits are the only vocabulary-sized
+buffers alive, whatever L, T or V.
 
 Which tokens are scored: every real (non-padding) position of every text, except a
 leading BOS token, whose residual stream is an attention sink and whose prediction says
@@ -138,11 +139,22 @@ def batches(
     return out
 
 
+def _keeps_last_logits_only(model: nn.Module) -> dict:
+    """`logits_to_keep=1` where the model's forward takes it: the lens computes the final
+    logits of the scored tokens itself (`E(h_L)`), so the model's own head runs on one
+    position per row, enough for `check_exit_head`."""
+    import inspect
+
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(type(model).forward).parameters else {}
+
+
 def capture_residuals(
-    model: nn.Module, head: ExitHead, batch: EncodedBatch
+    model: nn.Module, head: ExitHead, batch: EncodedBatch, *, all_logits: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the model once; return the residual stream after every block [L, B, T, d]
-    and the model's logits.
+    and the model's logits [B, T, V] (`all_logits=False`: at the last position of each
+    row, [B, 1, V], where the model can be asked for fewer; the lens computes the scored
+    tokens' final logits itself).
 
     Each block's output is copied into one preallocated buffer as it is produced, so
     the capture costs exactly L × B × T × d values on top of the forward pass.
@@ -168,6 +180,7 @@ def capture_residuals(
                 input_ids=batch.input_ids.to(device),
                 attention_mask=batch.attention_mask.to(device),
                 use_cache=False,
+                **({} if all_logits else _keeps_last_logits_only(model)),
             )
     finally:
         for handle in handles:
@@ -176,6 +189,62 @@ def capture_residuals(
     if missing:
         raise RuntimeError(f"blocks {missing} did not run; the adapter's block list is wrong")
     return captured["buffer"], out.logits
+
+
+@dataclass(frozen=True)
+class ScoredResiduals:
+    """One batch's residual stream at its scored tokens, what every lens reads."""
+
+    residuals: torch.Tensor  # [L, N, d]
+    samples: list[int]  # index into the texts, per token
+    positions: list[int]  # token index in its text, per token
+    routers: torch.Tensor | None  # [L, N, 3] router stats of a mixture-of-experts model, else None
+
+
+def scored_residuals(model: nn.Module, tokenizer, texts: Sequence[str], *, batch_size: int = settings.BATCH_SIZE,
+                     max_tokens: int | None = None, overflow: str = "fail") -> typing.Iterator[ScoredResiduals]:
+    """The model run once per batch of `texts`, each batch's scored tokens' residual
+    stream yielded as it is captured (after checking that the exit head reproduces the
+    model's own output)."""
+    head = resolve_exit_head(model)
+    encoded = encode_texts(tokenizer, texts, max_tokens=max_tokens, context_length=model_context_length(model),
+                           overflow=overflow)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    routers = RouterCapture(resolve_routers(head))
+    for batch in batches(encoded, batch_size=batch_size, pad_id=pad_id, bos_id=tokenizer.bos_token_id):
+        with routers:
+            residuals, logits = capture_residuals(model, head, batch, all_logits=False)
+        rows, cols = torch.nonzero(batch.scored.to(residuals.device), as_tuple=True)
+        if rows.numel() == 0:
+            continue
+        stacked = residuals[:, rows, cols]  # [L, N, d]
+        _check_finite(stacked, logits[:, -1])  # a broken layer is named before the head is blamed
+        # the batch's longest row (the last: rows are sorted by length) ends on a real token
+        check_exit_head(head, residuals[-1, -1:, -1], logits[-1:, -1])
+        del residuals
+        router_values = routers.token_stats(tuple(batch.input_ids.shape), rows, cols) if routers.active else None
+        yield ScoredResiduals(stacked, [batch.sample[int(r)] for r in rows.cpu()], cols.cpu().tolist(), router_values)
+
+
+def final_logits_of(head: ExitHead, residuals: torch.Tensor) -> torch.Tensor:
+    """`z_L = E(h_L)` of every token [N, V]: the final layer through the same head as the
+    others (`check_exit_head` has checked it is the model's own output)."""
+    with torch.inference_mode():
+        return head.logits(residuals[-1])
+
+
+def stats_from_residuals(head: ExitHead, residuals: torch.Tensor, wanted: Sequence[str], *, top_k: int = settings.TOP_K,
+                         engine: str = settings.LENS_ENGINE, gram=None) -> torch.Tensor:
+    """The `wanted` stats [L, N, S] of tokens' residual streams [L, N, d]: the d-space lens
+    when `gram` is given (cosines only), else the vocabulary-space engine."""
+    if gram is not None:
+        _check_finite(residuals, residuals[-1])
+        by_name = dspace_stats(head, gram, residuals)
+        return torch.stack([by_name[name].float().cpu() for name in wanted], dim=-1)
+    final_logits = final_logits_of(head, residuals)
+    _check_finite(residuals, final_logits)
+    values = stats_for_tokens(head, residuals, final_logits, top_k=top_k, fused=LENS_ENGINES[engine])
+    return values[..., [STAT_COLUMNS.index(name) for name in wanted]]
 
 
 def _final_layer(z_final: torch.Tensor, h_final: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
@@ -572,38 +641,29 @@ def token_layer_stats(
     """
     if engine not in LENS_ENGINES:
         raise ValueError(f"unknown lens engine {engine!r}; choose from {sorted(LENS_ENGINES)}")
-    wanted = _requested(stats)
     head = resolve_exit_head(model)
-    encoded = encode_texts(tokenizer, texts, max_tokens=max_tokens, context_length=model_context_length(model),
-                           overflow=overflow)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    captured = scored_residuals(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens, overflow=overflow)
+    return stats_frame(head, captured, stats=stats, top_k=top_k, engine=engine,
+                       routed=RouterCapture(resolve_routers(head)).active)
+
+
+def stats_frame(head: ExitHead, captured: typing.Iterable[ScoredResiduals], *, stats: Sequence[str] | None = None,
+                top_k: int = settings.TOP_K, engine: str = settings.LENS_ENGINE, routed: bool = False) -> "pl.DataFrame":
+    """The rows of `token_layer_stats` from captured residual streams, live from the model
+    (`scored_residuals`) or read back from an activation dump (`lens.activations`): the
+    same function on the same values, so a float32 dump gives the live numbers exactly."""
+    wanted = _requested(stats)
     gram = gram_head(head) if set(wanted) <= set(DSPACE_STATS) and supports_dspace(head) else None
-    routers = RouterCapture(resolve_routers(head))
-    columns = (*wanted, *ROUTER_COLUMNS) if routers.active else wanted
+    columns = (*wanted, *ROUTER_COLUMNS) if routed else wanted
     frames: list[pl.DataFrame] = []
-    for batch in batches(encoded, batch_size=batch_size, pad_id=pad_id, bos_id=tokenizer.bos_token_id):
-        with routers:
-            residuals, logits = capture_residuals(model, head, batch)
-        rows, cols = torch.nonzero(batch.scored.to(logits.device), as_tuple=True)
-        if rows.numel() == 0:
-            continue
-        stacked = residuals[:, rows, cols]  # [L, N, d]
-        del residuals
-        final_logits = logits[rows, cols]
-        _check_finite(stacked, final_logits)
-        check_exit_head(head, stacked[-1, :1], final_logits[:1])
-        if gram is not None:
-            by_name = dspace_stats(head, gram, stacked)
-            values = torch.stack([by_name[name].float().cpu() for name in wanted], dim=-1)
-        else:
-            values = stats_for_tokens(head, stacked, final_logits, top_k=top_k, fused=LENS_ENGINES[engine])
-            values = values[..., [STAT_COLUMNS.index(name) for name in wanted]]
+    for part in captured:
+        values = stats_from_residuals(head, part.residuals, wanted, top_k=top_k, engine=engine, gram=gram)
         if not torch.isfinite(values).all():
             bad = sorted({int(l) + 1 for l in torch.nonzero(~torch.isfinite(values))[:, 0]})
             raise NonFiniteError(f"non-finite values at layers {bad}")
-        if routers.active:
-            values = torch.cat([values, routers.token_stats(tuple(batch.input_ids.shape), rows, cols)], dim=-1)
-        frames.append(_to_frame(values, columns, [batch.sample[int(r)] for r in rows.cpu()], cols.cpu().tolist()))
+        if routed:
+            values = torch.cat([values, part.routers.to(values.device)], dim=-1)
+        frames.append(_to_frame(values, columns, part.samples, part.positions))
     if not frames:
         return _empty_frame(columns)
     import polars as pl

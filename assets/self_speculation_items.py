@@ -1,10 +1,11 @@
 import dagster as dg
+import polars as pl
 
 from assets.config import SelfSpeculationConfig
 from assets.partitions import model_decoded_partitions, upstream_by_dimension
 from assets.resources import EexitResource
 from eexit_core.analysis import checks
-from eexit_core.stages import registries
+from eexit_core.stages import SELF_SPECULATION_ITEMS, registries
 from eexit_core.stages.self_speculation import (
     build_self_speculation,
     plan_self_speculation,
@@ -34,10 +35,6 @@ def self_speculation_items(context: dg.AssetExecutionContext, eexit: EexitResour
     with drafts from each exit layer l and draft length k; drafts proposed and accepted per
     position, verify passes, blocks and wall times. Fresh stored items are kept unless
     `force` is set."""
-    import polars as pl
-
-    from eexit_core.stages.common import SELF_SPECULATION_ITEMS
-
     keys = context.partition_key.keys_by_dimension
     ws = eexit.workspace
     models, workloads = registries(ws)

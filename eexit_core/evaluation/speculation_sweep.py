@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 class SpeculationSettings:
     """How much of the self-speculation sweep runs. Every field changes what is measured,
     so all of them key the stored items' freshness. The defaults are CPU-sized: on this
-    2-core machine one prompt costs SmolLM2-135M about 10 s and gemma-3-270m about 20 s
-    (a self-speculative token costs them 3-4 greedy ones here); `full()` is GPU-sized."""
+    2-core machine one prompt costs SmolLM2-135M about 15 s and gemma-3-270m about 30 s
+    (a self-speculative token costs them 2.5-5 greedy ones here); `full()` is GPU-sized."""
 
     exit_points: int | None = 3  # draft exit layers spread below L: L/4, L/2, 3L/4 (None: every layer 1..L-1)
     draft_lens: tuple[int, ...] = (2, 4)

@@ -77,11 +77,11 @@ def dump_bytes(n_tokens: int, n_layers: int, d_model: int, dtype: str) -> int:
 def scored_token_count(model: nn.Module, tokenizer, texts: Sequence[str], *, max_tokens: int | None = None,
                        overflow: str = "fail") -> int:
     """How many tokens the lens scores in `texts` (what a dump would hold), from the
-    tokenizer alone: every kept token but a leading BOS."""
+    tokenizer alone: the lens's own batches, counted before the model runs."""
     encoded = engine.encode_texts(tokenizer, texts, max_tokens=max_tokens,
                                   context_length=engine.model_context_length(model), overflow=overflow)
-    bos = tokenizer.bos_token_id
-    return sum(len(ids) - (1 if ids and bos is not None and ids[0] == bos else 0) for ids in encoded)
+    batches = engine.batches(encoded, batch_size=len(encoded) or 1, pad_id=0, bos_id=tokenizer.bos_token_id)
+    return sum(int(batch.scored.sum()) for batch in batches)
 
 
 def dump_budget_problem(n_tokens: int, n_layers: int, d_model: int, dtype: str, budget_bytes: int | None) -> str | None:

@@ -5,6 +5,7 @@ from assets import (
     eas_scores,
     exit_accuracy,
     factor_report,
+    layer_activations,
     layer_similarity,
     model_checkpoints,
     oracle_exits,
@@ -14,5 +15,5 @@ from assets import (
     zoo,
 )
 
-ASSET_MODULES = [workload_prompts, model_checkpoints, token_layer_stats, layer_similarity, oracle_exits, exit_accuracy,
+ASSET_MODULES = [workload_prompts, model_checkpoints, layer_activations, token_layer_stats, layer_similarity, oracle_exits, exit_accuracy,
                  self_speculation_items, eas_scores, factor_report, zoo]

@@ -13,6 +13,7 @@ from eexit_core.evaluation.speculation_sweep import SpeculationSettings
 from eexit_core.lens.engine import LENS_ENGINES
 from eexit_core.settings import Environment
 from eexit_core.stages import LensSettings, ScoreSettings
+from eexit_core.stages.layer_activations import DumpSettings
 
 _ENV = Environment.read()
 
@@ -27,14 +28,50 @@ class TokenStatsConfig(dg.Config):
         description="stats to compute (null: all); only cosines (logit_cos, logit_cos_raw, hidden_cos) runs the "
                     "much faster d-space lens, without oracle exits")
     engine: str = Field(default=_ENV.lens_engine, description=f"vocabulary-wide stats engine: {' | '.join(LENS_ENGINES)}")
+    dump_dtype: str | None = Field(
+        default=None if _ENV.activation_dumps == "off" else _ENV.activation_dumps,
+        description="null: run the model (the live lens); float32 | bfloat16 | float16: read the layer_activations "
+                    "dump in that dtype with the exit head alone (EEXIT_ACTIVATION_DUMPS)")
     force: bool = Field(default=False, description="recompute even if the stored stats are fresh "
                                                    "(same checkpoint, prompts, lens code and settings)")
 
     def lens_settings(self, device: str) -> LensSettings:
         if self.engine not in LENS_ENGINES:
             raise ValueError(f"engine must be one of {sorted(LENS_ENGINES)}, got {self.engine!r} (EEXIT_LENS_ENGINE)")
+        if self.dump_dtype is not None and self.dump_dtype not in _DUMP_DTYPES:
+            raise ValueError(f"dump_dtype must be null or one of {', '.join(_DUMP_DTYPES)}, got {self.dump_dtype!r}")
         return LensSettings(top_k=self.top_k, batch_size=self.batch_size, device=device,
-                            stats=tuple(self.stats) if self.stats else None, engine=self.engine)
+                            stats=tuple(self.stats) if self.stats else None, engine=self.engine,
+                            dump_dtype=self.dump_dtype)
+
+
+_DUMP_DTYPES = tuple(c for c in settings.ACTIVATION_DUMP_CHOICES if c != "off")
+
+
+class ActivationDumpConfig(dg.Config):
+    """How a partition's residual stream is dumped (issue 25)."""
+
+    dtype: str = Field(default=_ENV.activation_dumps if _ENV.activation_dumps != "off" else "float32",
+                       description="storage dtype: float32 (CPU default; stats equal the live lens's) | bfloat16 | "
+                                   "float16 (half the size; the README states the error in each stat)")
+    budget_gib: float = Field(default=_ENV.dump_budget_gib,
+                              description="refuse a partition's dump over this size, before the model runs")
+    batch_size: int = Field(default=_ENV.batch_size or _ENV.defaults.batch_size,
+                            description="prompts per forward pass (one shard each); keep the lens's batch size")
+    force: bool = Field(default=False, description="dump again even if the stored dump is complete and fresh "
+                                                   "(same checkpoint, prompts, dtype and capture code)")
+
+    def dump_settings(self, device: str) -> DumpSettings:
+        if self.dtype not in _DUMP_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DUMP_DTYPES)}, got {self.dtype!r} (EEXIT_ACTIVATION_DUMPS)")
+        if not self.budget_gib > 0:
+            raise ValueError(f"budget_gib must be above 0, got {self.budget_gib}")
+        return DumpSettings(dtype=self.dtype, budget_gib=self.budget_gib, batch_size=self.batch_size, device=device)
+
+
+def activation_dumps_on() -> bool:
+    """Whether this deployment dumps activations and reads the token stats from them."""
+    return _ENV.activation_dumps != "off"
 
 
 class ExitAccuracyConfig(dg.Config):

@@ -1,7 +1,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.config import TokenStatsConfig
+from assets.config import TokenStatsConfig, activation_dumps_on
 from assets.partitions import model_workload_partitions, upstream_by_dimension
 from assets.resources import EexitResource
 from eexit_core.stages import (
@@ -13,7 +13,9 @@ from eexit_core.stages import (
     token_stats_fresh,
 )
 
-_UPSTREAM = upstream_by_dimension(model="model_checkpoints", workload="workload_prompts")
+# with dumps on (EEXIT_ACTIVATION_DUMPS), the stats are read from layer_activations
+_UPSTREAM = [*upstream_by_dimension(model="model_checkpoints", workload="workload_prompts"),
+             *([dg.AssetDep("layer_activations")] if activation_dumps_on() else [])]
 
 
 @dg.asset(

@@ -25,6 +25,13 @@ TOLERANCE = 0.05  # relative accuracy loss allowed for the max skip ratio (the p
 FALLBACK_REFERENCE = "smollm2-135m-instruct"  # eas_relative's reference when the registry's was not run
 EXIT_SWEEPS = ("cpu", "full")
 STORE_LOCK_WAIT_S = 60.0  # how long publishing waits for another process to release the results store
+# activation dumps (issue 25): "off" runs the lens live; a dtype keeps every scored token's
+# residual stream in it (layer_activations) and computes token stats from the dump
+ACTIVATION_DUMPS = "off"
+ACTIVATION_DUMP_CHOICES = ("off", "float32", "bfloat16", "float16")
+# the largest dump of one model × workload partition: 16 GiB holds 4 096 tokens of an 8B
+# model (32 layers × d_model 4 096) in float32 four times over
+DUMP_BUDGET_GIB = 16.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ class Environment:
     tolerance: float
     lens_engine: str
     zoo: str | None  # a ZOO_SCALES name: the run measures the zoo's checkpoints (and `--zoo` trains them)
+    activation_dumps: str = ACTIVATION_DUMPS  # one of ACTIVATION_DUMP_CHOICES
+    dump_budget_gib: float = DUMP_BUDGET_GIB
 
     @property
     def defaults(self) -> DeploymentDefaults:
@@ -120,6 +129,8 @@ class Environment:
             tolerance=_tolerance(env),
             lens_engine=_one_of(env, "EEXIT_LENS_ENGINE", LENS_ENGINE_NAMES, LENS_ENGINE),
             zoo=_one_of(env, "EEXIT_ZOO", tuple(ZOO_SCALES), "cpu") if env.get("EEXIT_ZOO") else None,
+            activation_dumps=_one_of(env, "EEXIT_ACTIVATION_DUMPS", ACTIVATION_DUMP_CHOICES, ACTIVATION_DUMPS),
+            dump_budget_gib=_dump_budget(env),
         )
 
 
@@ -211,4 +222,15 @@ def _tolerance(env: Mapping[str, str]) -> float:
         raise ValueError(f"EEXIT_TOLERANCE must be a number such as {TOLERANCE}, got {raw!r}") from None
     if not 0 <= value < 1:
         raise ValueError(f"EEXIT_TOLERANCE is a relative accuracy loss in [0, 1), got {value}")
+    return value
+
+
+def _dump_budget(env: Mapping[str, str]) -> float:
+    raw = env.get("EEXIT_DUMP_BUDGET_GIB", str(DUMP_BUDGET_GIB))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"EEXIT_DUMP_BUDGET_GIB must be a number of GiB such as {DUMP_BUDGET_GIB}, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"EEXIT_DUMP_BUDGET_GIB must be above 0, got {value}")
     return value

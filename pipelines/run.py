@@ -6,8 +6,9 @@
     python -m pipelines.run --zoo              # train the zoo, then measure its checkpoints
     python -m pipelines.run --stage speculation  # lossless self-speculation, then the results
 
-Stages: prompts (workload_prompts), checkpoints (model_checkpoints), stats
-(token_layer_stats), exits (exit_accuracy, graded workloads only), results
+Stages: prompts (workload_prompts), checkpoints (model_checkpoints), activations
+(layer_activations: only with EEXIT_ACTIVATION_DUMPS set to a dtype; the stats are then read
+from the dumps), stats (token_layer_stats), exits (exit_accuracy, graded workloads only), results
 (layer_similarity, oracle_exits, eas_scores, factor_report). Lossless self-speculation
 (self_speculation_items, on the code, math and instruction workloads) runs only when its
 stage is named: on a 2-core CPU it takes longer than `make run`'s budget allows. The zoo (group `zoo`: its
@@ -39,14 +40,14 @@ from pathlib import Path
 
 from eexit_core.storage.workspace import Workspace
 
-STAGES = ("prompts", "checkpoints", "stats", "exits", "results")
+STAGES = ("prompts", "checkpoints", "activations", "stats", "exits", "results")
 # run only when named (then published by the results stage): lossless self-speculation
 # does not fit `make run`'s 15 minutes on a 2-core CPU beside the stages above (issue 16)
 SPECULATION = "speculation"
 # Dagster's console logger would print each failure's traceback twice (step and run);
 # the runner prints one line per failure and keeps the traceback in a file it names.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-_FORCEABLE = ("token_layer_stats", "exit_accuracy", "self_speculation_items")  # assets whose Config has `force`
+_FORCEABLE = ("layer_activations", "token_layer_stats", "exit_accuracy", "self_speculation_items")  # assets whose Config has `force`
 
 
 def _results_store_keys() -> list[str]:
@@ -296,7 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         models = _available_models(ws, models)
     workloads = [w for w in workloads if _workload_available(ws, w)]
 
+    from assets.config import ActivationDumpConfig, activation_dumps_on
+
+    dumps = ActivationDumpConfig().dump_settings(runner.resources["eexit"].device) if activation_dumps_on() else None
+    (ws.artifacts_dir / stages.LAYER_ACTIVATIONS).mkdir(parents=True, exist_ok=True)  # DVC expects the stage's output
     per_partition = []
+    if "activations" in stages_to_run and dumps is not None:
+        per_partition.append("layer_activations")
     if "stats" in stages_to_run:
         per_partition.append("token_layer_stats")
     if "results" in stages_to_run:
@@ -310,13 +317,20 @@ def main(argv: list[str] | None = None) -> int:
         for workload_id in workloads:
             selection, note = list(per_partition), ""
             key = model_workload_key(model_id, workload_id)
+            if "layer_activations" in selection and not args.force:
+                why = _why_dump(ws, staleness, model_id, workload_registry.get(workload_id), dumps)
+                if why is None:
+                    selection.remove("layer_activations")
+                    note = " (dump fresh)"
+                else:
+                    note = f" (dump: {why})"
             if "token_layer_stats" in selection and not args.force:
                 why = _why_run_stats(ws, staleness, model_id, workload_registry.get(workload_id), settings)
                 if why is None:
                     selection.remove("token_layer_stats")
-                    note = " (stats fresh)"
+                    note += " (stats fresh)"
                 else:
-                    note = f" ({why})"
+                    note += f" ({why})"
             if not selection:
                 print(f"  {model_id} × {workload_id}{note}", flush=True)
                 continue
@@ -374,6 +388,20 @@ def _why_run_stats(ws: Workspace, staleness, model_id: str, workload, settings) 
     why = staleness.why_stale(stages.TOKEN_STATS, model_workload_key(model_id, workload.workload_id))
     if why is None and not stages.token_stats_fresh(ws, model_id, workload, settings):
         why = "stored stats made from other inputs or settings"
+    return why
+
+
+def _why_dump(ws: Workspace, staleness, model_id: str, workload, dumps) -> str | None:
+    """Why a partition's activation dump must be made (again), or None when the stored one
+    is complete and serves it: Dagster's stale status, then the dump itself, re-hashed."""
+    from assets.partitions import model_workload_key
+    from eexit_core import stages
+    from eexit_core.stages.layer_activations import dump_problem
+
+    why = staleness.why_stale(stages.LAYER_ACTIVATIONS, model_workload_key(model_id, workload.workload_id))
+    if why is None:
+        problem = dump_problem(ws, model_id, workload, dumps.dtype)
+        why = None if problem is None else problem.split(": ", 1)[-1]
     return why
 
 

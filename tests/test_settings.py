@@ -39,9 +39,13 @@ def configs(monkeypatch):
 @pytest.mark.parametrize("deployment", ["local", "cluster"])
 def test_every_knob_applies_to_every_deployment(deployment, configs):
     config = configs(EEXIT_DEPLOYMENT=deployment, EEXIT_BATCH_SIZE="3", EEXIT_TOLERANCE="0.1", EEXIT_EXIT_SWEEP="full",
-                     EEXIT_STATS="logit_cos,hidden_cos", EEXIT_LENS_ENGINE="compiled")
+                     EEXIT_STATS="logit_cos,hidden_cos", EEXIT_LENS_ENGINE="compiled",
+                     EEXIT_ACTIVATION_DUMPS="bfloat16", EEXIT_DUMP_BUDGET_GIB="2.5")
     lens = config.TokenStatsConfig().lens_settings("cpu")
     assert lens.batch_size == 3 and lens.stats == ("logit_cos", "hidden_cos") and lens.engine == "compiled"
+    assert lens.dump_dtype == "bfloat16" and config.activation_dumps_on()
+    dump = config.ActivationDumpConfig().dump_settings("cpu")
+    assert (dump.dtype, dump.budget_gib, dump.batch_size) == ("bfloat16", 2.5, 3)
     assert config.ScoresConfig().score_settings().tolerance == 0.1
     assert config.ExitAccuracyConfig().sweep == "full"
     assert _resource(EEXIT_DEPLOYMENT=deployment, EEXIT_ALLOW_DOWNLOAD="1").allow_download is True
@@ -55,6 +59,8 @@ def test_defaults_come_from_the_deployment_and_the_settings_module(deployment, c
     assert resource.device == defaults.device and resource.allow_download is False
     lens = config.TokenStatsConfig().lens_settings(resource.device)
     assert (lens.batch_size, lens.top_k, lens.engine) == (defaults.batch_size, settings.TOP_K, settings.LENS_ENGINE)
+    assert lens.dump_dtype is None and not config.activation_dumps_on()  # dumps are off by default: the live lens
+    assert config.ActivationDumpConfig().dump_settings("cpu").budget_gib == settings.DUMP_BUDGET_GIB
     assert config.ExitAccuracyConfig().sweep == defaults.exit_sweep
     scores = config.ScoresConfig().score_settings()
     assert scores.tolerance == settings.TOLERANCE and scores.alphas == settings.ALPHAS
@@ -65,7 +71,7 @@ def test_knobs_are_config_with_descriptions_and_the_resource_is_infrastructure()
     from assets.resources import EexitResource
 
     assert set(EexitResource.model_fields) == {"root", "device", "allow_download"}
-    for cls in (config.TokenStatsConfig, config.ExitAccuracyConfig, config.ScoresConfig):
+    for cls in (config.TokenStatsConfig, config.ExitAccuracyConfig, config.ScoresConfig, config.ActivationDumpConfig):
         assert all(field.description for field in cls.model_fields.values()), cls.__name__
     assert "force" in config.TokenStatsConfig.model_fields and "force" in config.ExitAccuracyConfig.model_fields
 
@@ -74,7 +80,9 @@ def test_knobs_are_config_with_descriptions_and_the_resource_is_infrastructure()
                                              ("EEXIT_ALLOW_DOWNLOAD", "yes"), ("EEXIT_DEPLOYMENT", "laptop"),
                                              ("EEXIT_EXIT_SWEEP", "most"), ("EEXIT_TOLERANCE", "5%"),
                                              ("EEXIT_STATS", "logit_cos,bogus"), ("EEXIT_MODELS", " , "),
-                                             ("EEXIT_WORKLOADS", ","), ("EEXIT_LENS_ENGINE", "fast")])
+                                             ("EEXIT_WORKLOADS", ","), ("EEXIT_LENS_ENGINE", "fast"),
+                                             ("EEXIT_ACTIVATION_DUMPS", "fp8"), ("EEXIT_DUMP_BUDGET_GIB", "lots"),
+                                             ("EEXIT_DUMP_BUDGET_GIB", "0")])
 def test_a_bad_value_names_the_variable(name, value):
     with pytest.raises(ValueError, match=name):
         Environment.read({name: value})

@@ -63,6 +63,8 @@ class DumpManifest:
     n_tokens: int
     routers: bool
     shards: list[ShardRecord] = field(default_factory=list)
+    # what else decided the content (the caller's: e.g. the token cap and the capture code)
+    inputs: dict = field(default_factory=dict)
 
     @property
     def n_bytes(self) -> int:
@@ -97,7 +99,7 @@ def dump_budget_problem(n_tokens: int, n_layers: int, d_model: int, dtype: str, 
 def dump_activations(model: nn.Module, tokenizer, texts: Sequence[str], target: Path, *, dtype: str = "float32",
                      batch_size: int = 8, max_tokens: int | None = None, overflow: str = "fail",
                      budget_bytes: int | None = None, model_checksum: str | None = None,
-                     prompts_checksum: str | None = None) -> DumpManifest:
+                     prompts_checksum: str | None = None, inputs: dict | None = None) -> DumpManifest:
     """Run the model over `texts` once and keep every scored token's residual stream at
     every layer in `target`, shard by shard, atomically (a shard in memory at a time)."""
     from safetensors.torch import save_file
@@ -129,7 +131,7 @@ def dump_activations(model: nn.Module, tokenizer, texts: Sequence[str], target: 
             save_file(tensors, tmp / name)
             shards.append(ShardRecord(name, len(part.samples), sha256_file(tmp / name)))
         manifest = DumpManifest(model_checksum, prompts_checksum, dtype, head.n_layers, d_model,
-                                sum(s.n_tokens for s in shards), routers, shards)
+                                sum(s.n_tokens for s in shards), routers, shards, dict(inputs or {}))
         (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
     return manifest
 
@@ -179,9 +181,10 @@ def read_dump(target: Path, manifest: DumpManifest | None = None) -> Iterator[en
 
 def token_layer_stats_from_dump(head: ExitHead, target: Path, *, stats: Sequence[str] | None = None,
                                 top_k: int = 10, engine_name: str = "eager", model_checksum: str | None = None,
-                                prompts_checksum: str | None = None) -> "pl.DataFrame":
-    """`token_layer_stats` rows from a dump: the exit head's part only, no forward pass."""
-    manifest = read_manifest(target, model_checksum=model_checksum, prompts_checksum=prompts_checksum)
+                                prompts_checksum: str | None = None, verify: bool = True) -> "pl.DataFrame":
+    """`token_layer_stats` rows from a dump: the exit head's part only, no forward pass
+    (`verify=False`: the caller has just checked the shards' SHA-256)."""
+    manifest = read_manifest(target, model_checksum=model_checksum, prompts_checksum=prompts_checksum, verify=verify)
     if manifest.n_layers != head.n_layers:
         raise ActivationDumpError(f"{target}: {manifest.n_layers} layers dumped, but the exit head's model has {head.n_layers}")
     return engine.stats_frame(head, read_dump(target, manifest), stats=stats, top_k=top_k, engine=engine_name,

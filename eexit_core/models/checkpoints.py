@@ -350,3 +350,39 @@ def load_model(checkpoint: Checkpoint, *, device: str = "cpu", dtype: torch.dtyp
     tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
     model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=dtype)
     return model.to(device).eval(), tokenizer
+
+
+def load_exit_head(checkpoint: Checkpoint, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """The model's exit head alone (final norm and LM head, read from the checkpoint's
+    safetensors), on a skeleton whose blocks hold no weights: all that statistics from an
+    activation dump need, at the head's memory rather than the model's. A checkpoint whose
+    files do not name the head's weights as the model does falls back to the full model."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from eexit_core.models.adapters import resolve_exit_head
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(checkpoint.path), dtype=dtype)
+    head = resolve_exit_head(skeleton)
+    names: dict[int, list[str]] = {}  # a tied weight has several names: the head's and the embedding's
+    for name, tensor in [*skeleton.named_parameters(remove_duplicate=False), *skeleton.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(tensor), []).append(name)
+    where = {key: file for file in sorted(checkpoint.path.glob("*.safetensors"))
+             for key in safe_open(str(file), framework="pt").keys()}
+    for module in (head.final_norm, head.lm_head):
+        if module is None:
+            continue
+        state = {}
+        for local, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            stored = next((n for n in names.get(id(tensor), []) if n in where), None)
+            if stored is None:
+                model, _ = load_model(checkpoint, device=device, dtype=dtype)
+                return resolve_exit_head(model)
+            with safe_open(str(where[stored]), framework="pt", device="cpu") as opened:
+                state[local] = opened.get_tensor(stored).to(device=device, dtype=tensor.dtype)
+        module.load_state_dict(state, strict=False, assign=True)
+        if any(t.is_meta for t in [*module.parameters(), *module.buffers()]):
+            model, _ = load_model(checkpoint, device=device, dtype=dtype)
+            return resolve_exit_head(model)
+    return head

@@ -8,6 +8,7 @@ from eexit_core.stages.checkpoint import build_model_checkpoint, read_checkpoint
 from eexit_core.stages.common import (
     EXIT_ACCURACY,
     EXIT_ITEMS,
+    LAYER_ACTIVATIONS,
     LAYER_SIMILARITY,
     ORACLE_EXITS,
     SELF_SPECULATION_ITEMS,
@@ -39,7 +40,7 @@ from eexit_core.stages.token_stats import (
 )
 
 __all__ = [
-    "EXIT_ACCURACY", "EXIT_ITEMS", "LAYER_SIMILARITY", "LensSettings", "MissingUpstreamError", "ORACLE_EXITS",
+    "EXIT_ACCURACY", "EXIT_ITEMS", "LAYER_ACTIVATIONS", "LAYER_SIMILARITY", "LensSettings", "MissingUpstreamError", "ORACLE_EXITS",
     "SELF_SPECULATION_ITEMS", "ScoreSettings", "TOKEN_STATS", "build_eas_scores", "build_exit_accuracy", "build_layer_similarity",
     "build_model_checkpoint", "build_oracle_exits", "build_token_layer_stats", "build_workload_prompts",
     "compute_eas", "eas_table", "exit_accuracy_data_version", "exit_accuracy_fresh",

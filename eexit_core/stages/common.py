@@ -12,6 +12,7 @@ from eexit_core.storage.workspace import Workspace
 log = logging.getLogger(__name__)
 
 TOKEN_STATS = "token_layer_stats"
+LAYER_ACTIVATIONS = "layer_activations"
 LAYER_SIMILARITY = "layer_similarity"
 ORACLE_EXITS = "oracle_exits"
 EXIT_ACCURACY = "exit_accuracy"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,28 @@ class LensSettings:
     stats: tuple[str, ...] | None = None
     # "eager" | "compiled" | "kernel": how the vocabulary-wide stats run (lens.LENS_ENGINES)
     engine: str = settings_defaults.LENS_ENGINE
+    # None: the lens runs the model; a dtype: it reads layer_activations dumped in it and
+    # loads the exit head alone (settings.ACTIVATION_DUMPS)
+    dump_dtype: str | None = None
 
 
-def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
-                            settings: LensSettings = LensSettings()) -> pl.DataFrame:
-    """Per-token, per-layer stats of one model on one workload, stored as Parquet."""
+@dataclass(frozen=True)
+class LensInputs:
+    """A partition's prompts rendered for its model, and the model that reads them."""
+
+    partition: str
+    prompts_path: Path
+    prompt_ids: pl.Series
+    checkpoint: object  # eexit_core.models.checkpoints.Checkpoint
+    model: object
+    tokenizer: object
+    texts: list[str]
+    over_context: list[int]  # indices of the prompts longer than the model's context
+
+
+def lens_inputs(ws: Workspace, model: ModelEntry, workload: WorkloadEntry, device: str) -> LensInputs:
+    """Load the partition's prompts and model and render the prompts as the lens reads them;
+    a workload whose every prompt overflows with over_context: skip is refused here."""
     from eexit_core.workloads.rendering import render_texts
 
     partition = f"{model.model_id}|{workload.workload_id}"
@@ -42,46 +60,94 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
     if prompts.is_empty():
         raise ValueError(f"workload {workload.workload_id!r} has no prompts")
     checkpoint = read_checkpoint(ws, model.model_id)
-    lm, tokenizer = load_model(checkpoint, device=settings.device)
+    lm, tokenizer = load_model(checkpoint, device=device)
     texts = render_texts(prompts, tokenizer, use_chat_template=workload.chat_template)
-    prompt_ids = prompts["prompt_id"]
     context_length = model_context_length(lm)
     over = overflowing(tokenizer, texts, max_tokens=workload.max_tokens, context_length=context_length)
     if workload.over_context == "skip" and len(over) == len(texts):
         raise PromptTooLongError(f"{partition}: every prompt is longer than {model.model_id}'s context ({context_length}); "
                                  f"nothing is left to measure with over_context: skip", context_length=context_length)
+    return LensInputs(partition, prompts_path, prompts["prompt_id"], checkpoint, lm, tokenizer, texts, over)
+
+
+@contextmanager
+def prompts_named_on_overflow(ws: Workspace, inputs: LensInputs, model: ModelEntry, workload: WorkloadEntry):
+    """A prompt over the model's context, named by its prompt id and with what to change."""
     try:
-        stats = token_layer_stats(
-            lm, tokenizer, texts, top_k=settings.top_k, batch_size=settings.batch_size,
-            max_tokens=workload.max_tokens, stats=settings.stats, engine=settings.engine,
-            overflow=workload.over_context,
-        )
+        yield
     except PromptTooLongError as exc:
         if exc.index is None:
             raise
         raise PromptTooLongError(
-            f"{partition}: prompt {prompt_ids[exc.index]!r} has {exc.n_tokens} tokens but {model.model_id}'s context is "
-            f"{exc.context_length}; set a smaller max_tokens for {workload.workload_id!r} in {ws.workloads_registry}, "
-            "or over_context: truncate_left or skip",
+            f"{inputs.partition}: prompt {inputs.prompt_ids[exc.index]!r} has {exc.n_tokens} tokens but {model.model_id}'s "
+            f"context is {exc.context_length}; set a smaller max_tokens for {workload.workload_id!r} in "
+            f"{ws.workloads_registry}, or over_context: truncate_left or skip",
             index=exc.index, n_tokens=exc.n_tokens, context_length=exc.context_length,
         ) from exc
+
+
+def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
+                            settings: LensSettings = LensSettings()) -> pl.DataFrame:
+    """Per-token, per-layer stats of one model on one workload, stored as Parquet: live
+    from the model, or from its activation dump with the exit head alone."""
+    if settings.dump_dtype is not None:
+        return _token_layer_stats_from_dump(ws, model, workload, settings)
+    inputs = lens_inputs(ws, model, workload, settings.device)
+    with prompts_named_on_overflow(ws, inputs, model, workload):
+        stats = token_layer_stats(
+            inputs.model, inputs.tokenizer, inputs.texts, top_k=settings.top_k, batch_size=settings.batch_size,
+            max_tokens=workload.max_tokens, stats=settings.stats, engine=settings.engine,
+            overflow=workload.over_context,
+        )
+    over = {"rule": workload.over_context, "prompt_ids": [inputs.prompt_ids[i] for i in inputs.over_context]}
+    return _write_token_stats(ws, model, workload, settings, stats, inputs.prompt_ids, inputs.checkpoint.checksum,
+                              inputs.prompts_path, over)
+
+
+def _token_layer_stats_from_dump(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
+                                 settings: LensSettings) -> pl.DataFrame:
+    from eexit_core.lens.activations import ActivationDumpError, token_layer_stats_from_dump
+    from eexit_core.models.checkpoints import load_exit_head
+    from eexit_core.stages.layer_activations import dump_problem
+
+    checkpoint = read_checkpoint(ws, model.model_id)
+    prompts_path = _require(ws.prompts_path(workload.workload_id), "workload_prompts", workload.workload_id)
+    target = ws.dump_dir(model.model_id, workload.workload_id)
+    problem = dump_problem(ws, model.model_id, workload, settings.dump_dtype)
+    if problem is not None:
+        raise ActivationDumpError(f"{problem}; materialise layer_activations [{model.model_id}|{workload.workload_id}] "
+                                  "to dump it again")
+    over_context = json.loads((target / "manifest.json").read_text())["inputs"]["over_context"]
+    stats = token_layer_stats_from_dump(
+        load_exit_head(checkpoint, device=settings.device), target, stats=settings.stats, top_k=settings.top_k,
+        engine_name=settings.engine, model_checksum=checkpoint.checksum,
+        prompts_checksum=read_parquet_metadata(prompts_path).get("checksum"), verify=False)
+    return _write_token_stats(ws, model, workload, settings, stats, pl.read_parquet(prompts_path, columns=["prompt_id"])["prompt_id"],
+                              checkpoint.checksum, prompts_path, over_context)
+
+
+def _write_token_stats(ws: Workspace, model: ModelEntry, workload: WorkloadEntry, settings: LensSettings,
+                       stats: pl.DataFrame, prompt_ids: pl.Series, model_checksum: str, prompts_path: Path,
+                       over_context: dict) -> pl.DataFrame:
     stats = stats.with_columns(
         pl.lit(model.model_id).alias("model_id"),
         pl.lit(workload.workload_id).alias("workload_id"),
         prompt_ids.gather(stats["sample"]).alias("prompt_id"),
     )
     meta = {
-        "partition": partition,
+        "partition": f"{model.model_id}|{workload.workload_id}",
         "lens_version": lens_version(settings.engine),
         "lens_engine": settings.engine,
-        "model_checksum": checkpoint.checksum,
+        "model_checksum": model_checksum,
         "workload_checksum": read_parquet_metadata(prompts_path).get("checksum"),
         "seed": workload.seed,
         "max_tokens": workload.max_tokens,
         # the prompts longer than the model's context, and what became of them (over_context)
-        "over_context": {"rule": workload.over_context, "prompt_ids": [prompt_ids[i] for i in over]},
+        "over_context": over_context,
         "top_k": settings.top_k,
         "stats": list(settings.stats) if settings.stats else None,
+        # None: the residual stream came live from the model; a dtype: from a dump in it
+        "dump_dtype": settings.dump_dtype,
         "code_version": code_version(),
         "libraries": library_versions(),
     }
@@ -91,14 +157,15 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
 
 def lens_modules(engine: str = settings_defaults.LENS_ENGINE) -> list[Path]:
     """The code that turns a checkpoint and prompts into token stats: loading the model,
-    rendering the prompts, the exit head, the vocabulary-space and d-space lenses (and the
-    Triton kernel for stats it computed). `dvc.yaml`'s stats stage depends on the same files."""
+    rendering the prompts, the exit head, the vocabulary-space and d-space lenses, reading
+    an activation dump (and the Triton kernel for stats it computed). `dvc.yaml`'s stats
+    stage depends on the same files."""
+    from eexit_core.lens import activations, gram
     from eexit_core.lens import engine as lens
-    from eexit_core.lens import gram
     from eexit_core.models import adapters, checkpoints
     from eexit_core.workloads import rendering
 
-    modules = [lens, adapters, gram, checkpoints, rendering]
+    modules = [lens, adapters, gram, checkpoints, rendering, activations]
     if engine == "kernel":
         from eexit_core.lens import kernel as lens_kernel
 
@@ -117,12 +184,13 @@ def lens_code_version(settings: LensSettings = LensSettings()) -> str:
     the deployment's default settings, so changing EEXIT_LENS_ENGINE or EEXIT_STATS marks
     every stats partition stale in the UI, as a code change does."""
     stats = list(settings.stats) if settings.stats else None
-    return sha256_text(lens_version(settings.engine), settings.engine, str(settings.top_k), json.dumps(stats))[:16]
+    return sha256_text(lens_version(settings.engine), settings.engine, str(settings.top_k), json.dumps(stats),
+                       json.dumps(settings.dump_dtype))[:16]
 
 
 # the stored fields that decide a stats partition's content (its Dagster data version)
 STATS_VERSION_FIELDS = ("lens_version", "lens_engine", "model_checksum", "workload_checksum", "top_k", "stats", "max_tokens",
-                        "over_context")
+                        "over_context", "dump_dtype")
 
 
 def token_stats_data_version(ws: Workspace, model_id: str, workload_id: str) -> str:
@@ -162,6 +230,7 @@ def token_stats_fresh(ws: Workspace, model_id: str, workload: WorkloadEntry, set
         and meta.get("lens_engine", settings_defaults.LENS_ENGINE) == settings.engine
         and meta.get("top_k") == settings.top_k
         and meta.get("stats") == (list(settings.stats) if settings.stats else None)
+        and meta.get("dump_dtype") == settings.dump_dtype
     )
 
 

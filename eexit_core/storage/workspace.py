@@ -102,3 +102,7 @@ class Workspace:
 
     def partition_path(self, asset: str, model_id: str, workload_id: str) -> Path:
         return self.artifacts_dir / asset / f"{model_id}__{workload_id}.parquet"
+
+    def dump_dir(self, model_id: str, workload_id: str) -> Path:
+        """A partition's activation dump: a folder of shards and its manifest."""
+        return self.artifacts_dir / "layer_activations" / f"{model_id}__{workload_id}"

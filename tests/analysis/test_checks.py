@@ -79,7 +79,7 @@ def test_each_check_is_attached_to_the_asset_it_checks():
         "similarities_in_range": "layer_similarity", "exit_layers_in_range": "oracle_exits",
         "exit_accuracy_in_range": "exit_accuracy", "eas_within_bounds": "eas_scores",
         "corpus_ok": "zoo_corpus", "learned_language": "zoo_checkpoints", "every_checkpoint_registered": "zoo_models",
-        "lossless": "self_speculation_items",
+        "lossless": "self_speculation_items", "dump_complete": "layer_activations",
         **{f"{table}_rows_valid": f"results_store/{table}" for table in store_tables},
     }
     assert isinstance(defs, dg.Definitions)

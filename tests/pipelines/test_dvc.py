@@ -5,7 +5,7 @@ and a repeated `dvc repro` has nothing to do.
 The model is a one-block GGUF built here and converted by the checkpoint stage like an
 embedded one (its safetensors are a DVC output), measured on the ungraded Shakespeare
 workload, so the exit-accuracy stage runs with nothing to do: what is under test is DVC's
-bookkeeping, and each of the six stages still starts the runner (about 6 s each).
+bookkeeping, and each of the seven stages still starts the runner (about 6 s each).
 """
 
 from __future__ import annotations
@@ -136,10 +136,14 @@ def test_dvc_stages_depend_on_the_code_their_freshness_covers():
     import yaml
 
     from eexit_core import stages
+    from eexit_core.stages.layer_activations import capture_modules
 
     deps = {name: set(stage.get("deps", [])) for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
     stats_code = {str(p.relative_to(REPO)) for p in stages.lens_modules("kernel")}
     exits_code = {str(p.relative_to(REPO)) for p in stages.exit_code_modules()}
+    dump_code = {str(p.relative_to(REPO)) for p in capture_modules()}
+    assert _not_covered(dump_code, deps["layer_activations"]) == set()
+    assert "data/artifacts/layer_activations" in deps["token_layer_stats"]
     assert _not_covered(stats_code, deps["token_layer_stats"]) == set()
     assert _not_covered(exits_code, deps["exit_accuracy"]) == set()
     assert "eexit_core/evaluation/graders/numeric.py" in exits_code

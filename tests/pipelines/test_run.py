@@ -30,7 +30,7 @@ def test_definitions_load_and_resolve():
 
     store_tables = {f"results_store/{t}" for t in TABLE_KEYS if t != "eas_scores"}
     assert keys == {
-        "workload_prompts", "model_checkpoints", "token_layer_stats", "layer_similarity",
+        "workload_prompts", "model_checkpoints", "layer_activations", "token_layer_stats", "layer_similarity",
         "oracle_exits", "exit_accuracy", "self_speculation_items", "eas_scores", "factor_report", *store_tables,
         "zoo_corpus", "zoo_checkpoints", "zoo_models",
     }
@@ -40,6 +40,8 @@ def test_definitions_load_and_resolve():
     assert stats.partitions_def is not None
     dims = {d.name for d in stats.partitions_def.partitions_defs}
     assert dims == {"model", "workload"}
+    # dumps are off by default: the stats run the model and do not wait for layer_activations
+    assert "layer_activations" not in {k.to_user_string() for k in graph.get(stats.key).parent_keys}
     # exit accuracy runs on graded workloads only
     exits = defs.resolve_assets_def("exit_accuracy").partitions_def
     graded = {k.keys_by_dimension["workload"] for k in exits.get_partition_keys()}

@@ -11,9 +11,10 @@ from assets import (
     oracle_exits,
     self_speculation_items,
     token_layer_stats,
+    tuned_lens,
     workload_prompts,
     zoo,
 )
 
 ASSET_MODULES = [workload_prompts, model_checkpoints, layer_activations, token_layer_stats, layer_similarity, oracle_exits, exit_accuracy,
-                 self_speculation_items, eas_scores, factor_report, zoo]
+                 self_speculation_items, tuned_lens, eas_scores, factor_report, zoo]

@@ -11,6 +11,7 @@ from eexit_core import settings
 from eexit_core.evaluation.exit_accuracy import ExitSweepSettings
 from eexit_core.evaluation.speculation_sweep import SpeculationSettings
 from eexit_core.lens.engine import LENS_ENGINES
+from eexit_core.lens.tuned import TunedLensSettings
 from eexit_core.settings import Environment
 from eexit_core.stages import LensSettings, ScoreSettings
 from eexit_core.stages.layer_activations import DumpSettings
@@ -67,6 +68,31 @@ class ActivationDumpConfig(dg.Config):
         if not self.budget_gib > 0:
             raise ValueError(f"budget_gib must be above 0, got {self.budget_gib}")
         return DumpSettings(dtype=self.dtype, budget_gib=self.budget_gib, batch_size=self.batch_size, device=device)
+
+
+_TUNED = TunedLensSettings()
+
+
+class TunedLensConfig(dg.Config):
+    """How a model's tuned lens (learned exit head) is fitted from its activation dumps."""
+
+    steps: int = Field(default=_TUNED.steps, description="Adam steps per layer after the least-squares start")
+    learning_rate: float = Field(default=_TUNED.learning_rate, description="Adam's learning rate")
+    ridge: float = Field(default=_TUNED.ridge, description="the least-squares start's ridge, relative to the mean "
+                                                          "eigenvalue of the layer's Gram matrix")
+    fit_vocab: int = Field(default=_TUNED.fit_vocab, description="tokens the fit's softmax runs over (the final "
+                                                                 "distributions' most probable); evaluation uses all")
+    fit_tokens: int = Field(default=_TUNED.fit_tokens, description="training tokens the fit reads at most (a seeded sample)")
+    seed: int = Field(default=_TUNED.seed, description="seed of the token sample and of the control's shuffle")
+    force: bool = Field(default=False, description="fit again even if the stored lens is fresh "
+                                                   "(same checkpoint, dumps, code and settings)")
+
+    def tuned_settings(self) -> TunedLensSettings:
+        if self.steps < 0 or self.fit_vocab < 1 or self.fit_tokens < 1 or not self.learning_rate > 0 or self.ridge < 0:
+            raise ValueError("steps and ridge must be at least 0, fit_vocab and fit_tokens at least 1, "
+                             "learning_rate above 0")
+        return TunedLensSettings(steps=self.steps, learning_rate=self.learning_rate, ridge=self.ridge,
+                                 fit_vocab=self.fit_vocab, fit_tokens=self.fit_tokens, seed=self.seed)
 
 
 def activation_dumps_on() -> bool:

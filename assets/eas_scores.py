@@ -11,7 +11,8 @@ from eexit_core.analysis import checks
 from eexit_core.stages import build_eas_scores, eas_table
 from eexit_core.storage import store
 
-_UPSTREAM = ["layer_similarity", "oracle_exits", "exit_accuracy", "self_speculation_items", "model_checkpoints", "workload_prompts"]
+_UPSTREAM = ["layer_similarity", "oracle_exits", "exit_accuracy", "self_speculation_items", "tuned_lens", "model_checkpoints",
+             "workload_prompts"]
 
 # the other tables of the store, as assets results_store/<table>
 STORE_TABLE_DESCRIPTIONS = {
@@ -34,6 +35,10 @@ STORE_TABLE_DESCRIPTIONS = {
     "factor_regression": "RQ2, observational (confounded): EAS against each registry factor over the measured models",
     "self_speculation": "Lossless self-speculation per exit layer and draft length: acceptance, realised and lens-predicted speedup",
     "self_speculation_items": "Every prompt decoded by self-speculation: drafts proposed and accepted, costs, equal to greedy",
+    "exit_head_similarity": "S_l on held-out prompts per model × workload × exit head (own, tuned lens, shuffled control)",
+    "exit_head_eas": "EAS per exit head on held-out prompts, and the tuned lens's gain over the model's own head",
+    "exit_heads": "Per exit head: the layer where top-1 agrees on half the tokens, oracle exits and their speedup bound",
+    "tuned_lens_fit": "The tuned lens's fit per layer: training KL of the own head, the start and the kept translator",
 }
 STORE_TABLES = ("eas_scores", *STORE_TABLE_DESCRIPTIONS)
 

@@ -5,13 +5,16 @@
     python -m pipelines.run --force            # recompute token stats even where fresh
     python -m pipelines.run --zoo              # train the zoo, then measure its checkpoints
     python -m pipelines.run --stage speculation  # lossless self-speculation, then the results
+    python -m pipelines.run --stage tuned      # activation dumps, the tuned lens per model, then the results
 
 Stages: prompts (workload_prompts), checkpoints (model_checkpoints), activations
 (layer_activations: only with EEXIT_ACTIVATION_DUMPS set to a dtype; the stats are then read
 from the dumps), stats (token_layer_stats), exits (exit_accuracy, graded workloads only), results
 (layer_similarity, oracle_exits, eas_scores, factor_report). Lossless self-speculation
 (self_speculation_items, on the code, math and instruction workloads) runs only when its
-stage is named: on a 2-core CPU it takes longer than `make run`'s budget allows. The zoo (group `zoo`: its
+stage is named: on a 2-core CPU it takes longer than `make run`'s budget allows; so does the tuned
+lens (tuned_lens, a learned exit head per model fitted from the activation dumps, which that
+stage makes first in float32 unless EEXIT_ACTIVATION_DUMPS names another dtype). The zoo (group `zoo`: its
 corpus, each variant trained, and the registry of its checkpoints) runs only when asked:
 `--zoo` trains it (the scale EEXIT_ZOO names, `cpu` by default) and then runs the stages
 above on its checkpoints and the zoo workloads; `EEXIT_ZOO=cpu python -m pipelines.run`
@@ -44,10 +47,12 @@ STAGES = ("prompts", "checkpoints", "activations", "stats", "exits", "results")
 # run only when named (then published by the results stage): lossless self-speculation
 # does not fit `make run`'s 15 minutes on a 2-core CPU beside the stages above (issue 16)
 SPECULATION = "speculation"
+TUNED = "tuned"  # the same for the tuned lens (issue 25)
 # Dagster's console logger would print each failure's traceback twice (step and run);
 # the runner prints one line per failure and keeps the traceback in a file it names.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-_FORCEABLE = ("layer_activations", "token_layer_stats", "exit_accuracy", "self_speculation_items")  # assets whose Config has `force`
+# assets whose Config has `force`
+_FORCEABLE = ("layer_activations", "token_layer_stats", "exit_accuracy", "self_speculation_items", "tuned_lens")
 
 
 def _results_store_keys() -> list[str]:
@@ -221,13 +226,15 @@ def _clean_up_after_a_kill(ws: Workspace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=(*STAGES, SPECULATION, "all", "zoo"), default="all",
+    parser.add_argument("--stage", choices=(*STAGES, SPECULATION, TUNED, "all", "zoo"), default="all",
                         help="one stage; `zoo` trains the zoo and measures nothing; `speculation` measures lossless "
-                             "self-speculation, then publishes the results")
+                             "self-speculation, `tuned` dumps activations and fits the tuned lens, each then "
+                             "publishing the results")
     parser.add_argument("--force", action="store_true", help="recompute fresh token stats and exit accuracy too")
     parser.add_argument("--zoo", action="store_true", help="train the zoo first, then measure its checkpoints")
     args = parser.parse_args(argv)
-    stages_to_run = {"all": STAGES, SPECULATION: (SPECULATION, "results")}.get(args.stage, (args.stage,))
+    stages_to_run = {"all": STAGES, SPECULATION: (SPECULATION, "results"), TUNED: (TUNED, "results")}.get(
+        args.stage, (args.stage,))
     train_zoo = args.zoo or args.stage == "zoo"
     if train_zoo:
         from eexit_core.settings import choose_the_zoo
@@ -345,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     if SPECULATION in stages_to_run:
         _run_speculation(runner, ws, models, [w for w in decoded_workload_partitions.get_partition_keys() if w in workloads],
                          force=args.force)
+
+    if TUNED in stages_to_run:
+        _run_tuned(runner, ws, models, workloads, force=args.force)
 
     ok = True
     if "results" in stages_to_run:
@@ -470,6 +480,41 @@ def _run_speculation(runner: Runner, ws: Workspace, models: list[str], decoded: 
                 print(f"  {model_id} × {workload_id} (fresh)", flush=True)
                 continue
             runner.run(["self_speculation_items"], key, f"{model_id} × {workload_id} ({why})", force=force)
+
+
+def _run_tuned(runner: Runner, ws: Workspace, models: list[str], workloads: list[str], *, force: bool) -> None:
+    """Each model's dumps (float32 unless EEXIT_ACTIVATION_DUMPS names a dtype), then its
+    tuned lens; a model whose dumps failed is not fitted."""
+    from assets.config import ActivationDumpConfig, TunedLensConfig
+    from assets.partitions import model_workload_key
+    from eexit_core import stages
+    from eexit_core.stages.tuned_lens import tuned_lens_problem
+
+    dumps = ActivationDumpConfig().dump_settings(runner.resources["eexit"].device)
+    settings = TunedLensConfig().tuned_settings()
+    _, workload_registry = stages.registries(ws)
+    staleness = runner.staleness()
+    print(f"layer_activations ({dumps.dtype}) → tuned_lens", flush=True)
+    for model_id in models:
+        dumped, fresh = True, 0
+        for workload_id in workloads:
+            why = "forced" if force else _why_dump(ws, staleness, model_id, workload_registry.get(workload_id), dumps)
+            if why is None:
+                fresh += 1
+                continue
+            dumped &= runner.run(["layer_activations"], model_workload_key(model_id, workload_id),
+                                 f"{model_id} × {workload_id} (dump: {why})", force=force)
+        if fresh:
+            print(f"  {model_id}: {fresh} dump(s) fresh", flush=True)
+        if not dumped:
+            continue
+        why = "forced" if force else (staleness.why_stale(stages.TUNED_LENS, model_id)
+                                      or tuned_lens_problem(ws, model_id, [workload_registry.get(w) for w in workloads],
+                                                            settings))
+        if why is None:
+            print(f"  {model_id} (tuned lens fresh)", flush=True)
+            continue
+        runner.run(["tuned_lens"], model_id, f"{model_id} ({why})", force=force)
 
 
 def _print_scores(ws: Workspace) -> None:

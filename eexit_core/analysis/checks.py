@@ -281,6 +281,44 @@ def self_speculation_items_ok(items: pl.DataFrame) -> CheckOutcome:
     return speculation_lossless(items)
 
 
+def exit_head_similarity_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Stats within their ranges for every exit head; at the last layer every head reads the
+    model's own output, so its top-1 agrees and its KL is zero."""
+    failing = sum(not layer_similarity_in_range(part, int(part["layer"].max())).passed
+                  for _, part in table.group_by(["model_id", "workload_id", "exit_head"]))
+    last = table.filter(pl.col("layer") == pl.col("layer").max().over("model_id"))
+    bad = last.filter((pl.col("top1_match") < 1.0) | (pl.col("kl_to_final").abs() > 1e-3)).height
+    return CheckOutcome(failing == 0 and bad == 0, {"rows": table.height, "failing_partitions": failing,
+                                                    "last_layer_violations": bad})
+
+
+def exit_head_eas_ok(table: pl.DataFrame) -> CheckOutcome:
+    """EAS within [0, EAS_ideal] for every head, and the gain equal to EAS minus the own head's."""
+    ok = (pl.col("eas").is_between(0.0, pl.col("eas_ideal") + 1e-9)
+          & ((pl.col("eas_gain") - (pl.col("eas") - pl.col("eas_own"))).abs() < 1e-9))
+    bad = _violations(table, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
+def exit_heads_ok(table: pl.DataFrame) -> CheckOutcome:
+    """Half-agreement and mean oracle exit layers within 1..L, the speedup bound at least 1
+    and the one with checks positive."""
+    ok = ((pl.col("half_agreement_layer").is_null() | pl.col("half_agreement_layer").is_between(1, pl.col("n_layers")))
+          & pl.col("mean_oracle_exit_layer").is_between(1.0, pl.col("n_layers").cast(pl.Float64))
+          & (pl.col("speedup_bound") >= 1.0) & (pl.col("speedup_bound_with_check") > 0))
+    bad = _violations(table, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
+def tuned_lens_fit_ok(table: pl.DataFrame) -> CheckOutcome:
+    """The tuned lens keeps, on every layer, a translator no worse than the own head on its
+    training tokens; KLs are non-negative."""
+    tuned = pl.col("exit_head") == "tuned"
+    ok = (pl.col("kl_own") >= -1e-6) & (pl.col("kl_fit") >= -1e-6) & (~tuned | (pl.col("kl_fit") <= pl.col("kl_own") + 1e-6))
+    bad = _violations(table, ok)
+    return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
+
+
 # store table -> the check of its rows (every table `eas_scores` publishes has one; a
 # cosine-only run publishes no oracle exits)
 STORE_TABLE_CHECKS = {
@@ -304,4 +342,8 @@ STORE_TABLE_CHECKS = {
     "factor_regression": factor_regression_ok,
     "self_speculation": self_speculation_table_ok,
     "self_speculation_items": self_speculation_items_ok,
+    "exit_head_similarity": exit_head_similarity_ok,
+    "exit_head_eas": exit_head_eas_ok,
+    "exit_heads": exit_heads_ok,
+    "tuned_lens_fit": tuned_lens_fit_ok,
 }

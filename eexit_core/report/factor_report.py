@@ -457,6 +457,13 @@ def _speculation_sections(db_path: Path, out_dir: Path, plots: list[Path], oracl
                                 tolerance, out_dir, plots)
 
 
+def _exit_head_sections(db_path: Path, out_dir: Path, plots: list[Path]) -> list[str]:
+    from eexit_core.report.exit_head_report import exit_head_sections
+
+    return exit_head_sections(_read_optional(db_path, "exit_head_similarity"), _read_optional(db_path, "exit_head_eas"),
+                              _read_optional(db_path, "exit_heads"), out_dir, plots, DEFAULT_ALPHA)
+
+
 def _read_optional(db_path: Path, table: str) -> pl.DataFrame:
     try:
         return store.read_table(db_path, table)
@@ -512,6 +519,7 @@ def build_report(db_path: Path, out_dir: Path) -> Report:
         "![oracle speedup](oracle_speedup.png)",
         *_exit_sections(db_path, out_dir, plots),
         *_speculation_sections(db_path, out_dir, plots, oracle),
+        *_exit_head_sections(db_path, out_dir, plots),
         *_zoo_sections(db_path, out_dir, plots, scores, models),
         *_factor_sections(db_path, out_dir, plots, scores, models),
         "## Models not measured",

@@ -13,6 +13,7 @@ from eexit_core.stages.common import (
     ORACLE_EXITS,
     SELF_SPECULATION_ITEMS,
     TOKEN_STATS,
+    TUNED_LENS,
     MissingUpstreamError,
     registries,
 )
@@ -41,7 +42,8 @@ from eexit_core.stages.token_stats import (
 
 __all__ = [
     "EXIT_ACCURACY", "EXIT_ITEMS", "LAYER_ACTIVATIONS", "LAYER_SIMILARITY", "LensSettings", "MissingUpstreamError", "ORACLE_EXITS",
-    "SELF_SPECULATION_ITEMS", "ScoreSettings", "TOKEN_STATS", "build_eas_scores", "build_exit_accuracy", "build_layer_similarity",
+    "SELF_SPECULATION_ITEMS", "ScoreSettings", "TOKEN_STATS",
+    "TUNED_LENS", "build_eas_scores", "build_exit_accuracy", "build_layer_similarity",
     "build_model_checkpoint", "build_oracle_exits", "build_token_layer_stats", "build_workload_prompts",
     "compute_eas", "eas_table", "exit_accuracy_data_version", "exit_accuracy_fresh",
     "exit_asset_code_version", "exit_code_modules", "exit_code_version", "exit_tables", "lens_code_version",

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_STATS = "token_layer_stats"
 LAYER_ACTIVATIONS = "layer_activations"
+TUNED_LENS = "tuned_lens"
 LAYER_SIMILARITY = "layer_similarity"
 ORACLE_EXITS = "oracle_exits"
 EXIT_ACCURACY = "exit_accuracy"

@@ -86,10 +86,12 @@ def build_layer_activations(ws: Workspace, model: ModelEntry, workload: Workload
         )
 
 
-def dump_problem(ws: Workspace, model_id: str, workload: WorkloadEntry, dtype: str, *, verify: bool = True) -> str | None:
+def dump_problem(ws: Workspace, model_id: str, workload: WorkloadEntry, dtype: str | None, *,
+                 verify: bool = True) -> str | None:
     """Why the stored dump cannot serve this partition as it is now (missing, damaged,
     another checkpoint, prompts, dtype, token cap or capture code), with its path; None
-    when it can. `verify` re-hashes every shard (the truncated or damaged ones)."""
+    when it can. `verify` re-hashes every shard (the truncated or damaged ones); a None
+    dtype takes a dump in any."""
     target = ws.dump_dir(model_id, workload.workload_id)
     record = ws.checkpoint_record(model_id)
     prompts = ws.prompts_path(workload.workload_id)
@@ -101,7 +103,7 @@ def dump_problem(ws: Workspace, model_id: str, workload: WorkloadEntry, dtype: s
     except ActivationDumpError as exc:
         return str(exc)
     inputs = manifest.inputs
-    if manifest.dtype != dtype:
+    if dtype is not None and manifest.dtype != dtype:
         return f"{target}: dumped in {manifest.dtype}, the settings ask for {dtype}"
     if inputs.get("max_tokens") != workload.max_tokens:
         return f"{target}: dumped with max_tokens {inputs.get('max_tokens')}, the registry now says {workload.max_tokens}"

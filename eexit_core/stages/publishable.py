@@ -18,11 +18,13 @@ from eexit_core.stages.common import (
     ORACLE_EXITS,
     SELF_SPECULATION_ITEMS,
     TOKEN_STATS,
+    TUNED_LENS,
     data_version,
 )
 from eexit_core.stages.exit_accuracy import EXIT_VERSION_FIELDS, exit_code_version, plan_exit_accuracy
 from eexit_core.stages.self_speculation import speculation_problem
 from eexit_core.stages.token_stats import STATS_VERSION_FIELDS, stats_input_problem
+from eexit_core.stages.tuned_lens import fit_path, tuned_publish_problem
 from eexit_core.storage.artifacts import read_parquet_metadata
 from eexit_core.storage.workspace import Workspace
 
@@ -61,7 +63,23 @@ def publishable(ws: Workspace, models: ModelRegistry, workloads: WorkloadRegistr
     for model_id in chosen_models:
         for entry in current_prompts:
             _add_measurements(ws, result, model_id, entry, checksums[model_id])
+        _add_tuned_lens(ws, result, model_id, [w.workload_id for w in current_prompts], checksums[model_id])
     return result
+
+
+def _add_tuned_lens(ws: Workspace, result: Publishable, model_id: str, workload_ids: list[str], checksum: str | None) -> None:
+    """A model's tuned lens: its fit and the held-out stats of the selected workloads."""
+    if not fit_path(ws, model_id).is_file():
+        return
+    problem = tuned_publish_problem(ws, model_id, checksum)
+    if problem is not None:
+        result.excluded.append(f"{TUNED_LENS}[{model_id}]: {problem}")
+        return
+    result.files.setdefault(f"{TUNED_LENS}_fit", []).append(fit_path(ws, model_id))
+    for workload_id in workload_ids:
+        path = ws.partition_path(TUNED_LENS, model_id, workload_id)
+        if path.is_file():
+            result.files.setdefault(TUNED_LENS, []).append(path)
 
 
 def _add_measurements(ws: Workspace, result: Publishable, model_id: str, entry: WorkloadEntry, checksum: str | None) -> None:

@@ -14,6 +14,7 @@ from eexit_core.analysis.exit_summary import ITEM_SCHEMA, SUMMARY_SCHEMA
 from eexit_core.analysis.similarity import SIMILARITY_METRICS
 from eexit_core.analysis.speculation import ITEM_SCHEMA as SPECULATION_ITEM_SCHEMA
 from eexit_core.registry import ModelRegistry, WorkloadRegistry
+from eexit_core.stages.checkpoint import read_checkpoint
 from eexit_core.stages.common import (
     EXIT_ACCURACY,
     EXIT_ITEMS,
@@ -21,11 +22,13 @@ from eexit_core.stages.common import (
     ORACLE_EXITS,
     SELF_SPECULATION_ITEMS,
     TOKEN_STATS,
+    TUNED_LENS,
     MissingUpstreamError,
     registries,
 )
 from eexit_core.stages.publishable import Publishable, publishable
 from eexit_core.storage import store
+from eexit_core.storage.artifacts import read_parquet_metadata
 from eexit_core.storage.workspace import Workspace
 
 
@@ -146,6 +149,38 @@ def speculation_tables(published: Publishable, similarity: pl.DataFrame) -> dict
     return {"self_speculation": summarise_speculation(items, similarity), "self_speculation_items": items}
 
 
+def tuned_lens_tables(ws: Workspace, published: Publishable, models: ModelRegistry,
+                      settings: ScoreSettings) -> dict[str, pl.DataFrame]:
+    """The exit heads on held-out tokens (own, tuned, control) and the tuned lens's fit (issue 25)."""
+    from eexit_core.analysis import exit_heads
+    from eexit_core.stages.oracle_exits import head_is_tied
+
+    files = published.paths(TUNED_LENS)
+    stats = pl.concat([pl.read_parquet(f) for f in sorted(files)], how="diagonal_relaxed") if files else None
+    fit_files = published.paths(f"{TUNED_LENS}_fit")
+    fits = (pl.concat([pl.read_parquet(f).with_columns(pl.lit(read_parquet_metadata(f).get("n_train_tokens"))
+                                                       .alias("n_train_tokens")) for f in sorted(fit_files)])
+            .select([pl.col(c).cast(t) for c, t in exit_heads.FIT_SCHEMA.items()])
+            if fit_files else pl.DataFrame(schema=exit_heads.FIT_SCHEMA))
+    if stats is None:
+        return {"exit_head_similarity": pl.DataFrame(schema=exit_heads.SIMILARITY_SCHEMA),
+                "exit_head_eas": pl.DataFrame(schema=exit_heads.EAS_SCHEMA),
+                "exit_heads": pl.DataFrame(schema=exit_heads.HEADS_SCHEMA), "tuned_lens_fit": fits}
+    costs = {}
+    for model_id in stats["model_id"].unique().to_list():
+        entry = models.get(model_id)
+        n_layers = int(stats.filter(pl.col("model_id") == model_id)["layer"].max())
+        costs[model_id] = exit_heads.check_costs(entry.d_model, entry.vocab_size, entry.params_total, n_layers,
+                                                 head_is_tied(read_checkpoint(ws, model_id).path))
+    similarity = exit_heads.head_similarity(stats)
+    return {
+        "exit_head_similarity": similarity,
+        "exit_head_eas": exit_heads.head_eas(similarity, metrics=settings.metrics, alphas=settings.alphas),
+        "exit_heads": exit_heads.head_summary(stats, costs),
+        "tuned_lens_fit": fits,
+    }
+
+
 def factor_tables(published: Publishable, models: ModelRegistry, models_table: pl.DataFrame, similarity: pl.DataFrame,
                   scores: pl.DataFrame, settings: ScoreSettings) -> dict[str, pl.DataFrame]:
     """RQ2: EAS intervals (prompts resampled within workloads), the zoo's controlled
@@ -225,6 +260,7 @@ def build_eas_scores(ws: Workspace, settings: ScoreSettings = ScoreSettings(), *
             "zoo_training": _zoo_training(ws),
             **factor_tables(published, models, models_table, similarity, scores, settings),
             **speculation_tables(published, similarity),
+            **tuned_lens_tables(ws, published, models, settings),
         },
         token_stats_files=[str(path.relative_to(ws.root)) for path in sorted(published.paths(TOKEN_STATS))],
     )

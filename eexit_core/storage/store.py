@@ -45,6 +45,11 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     # issue 16 (eexit_core/analysis/speculation.py); empty until `--stage speculation` has run
     "self_speculation": ("model_id", "workload_id", "exit_layer", "draft_len", "split"),
     "self_speculation_items": ("model_id", "workload_id", "exit_layer", "draft_len", "prompt_id"),
+    # issue 25 (eexit_core/analysis/exit_heads.py); empty until `--stage tuned` has run
+    "exit_head_similarity": ("model_id", "workload_id", "exit_head", "layer"),
+    "exit_head_eas": ("model_id", "workload_id", "exit_head", "metric", "alpha"),
+    "exit_heads": ("model_id", "workload_id", "exit_head"),
+    "tuned_lens_fit": ("model_id", "exit_head", "layer"),
 }
 TOKEN_STATS_VIEW = "token_layer_stats"
 

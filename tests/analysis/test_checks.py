@@ -74,12 +74,14 @@ def test_each_check_is_attached_to_the_asset_it_checks():
     store_tables = ["models", "workloads", "prompts", "layer_similarity", "oracle_exits", "exit_accuracy", "exit_items",
                     "exit_skip_bounds", "similarity_accuracy_correlation", "zoo_training", "eas_intervals",
                     "factor_contrasts", "variance_share", "training_dynamics", "published_eas", "factor_regression",
-                    "oracle_intervals", "self_speculation", "self_speculation_items"]
+                    "oracle_intervals", "self_speculation", "self_speculation_items", "exit_head_similarity",
+                    "exit_head_eas", "exit_heads", "tuned_lens_fit"]
     assert owners == {
         "similarities_in_range": "layer_similarity", "exit_layers_in_range": "oracle_exits",
         "exit_accuracy_in_range": "exit_accuracy", "eas_within_bounds": "eas_scores",
         "corpus_ok": "zoo_corpus", "learned_language": "zoo_checkpoints", "every_checkpoint_registered": "zoo_models",
         "lossless": "self_speculation_items", "dump_complete": "layer_activations",
+        "no_worse_than_own_head": "tuned_lens",
         **{f"{table}_rows_valid": f"results_store/{table}" for table in store_tables},
     }
     assert isinstance(defs, dg.Definitions)

@@ -31,7 +31,7 @@ def test_definitions_load_and_resolve():
     store_tables = {f"results_store/{t}" for t in TABLE_KEYS if t != "eas_scores"}
     assert keys == {
         "workload_prompts", "model_checkpoints", "layer_activations", "token_layer_stats", "layer_similarity",
-        "oracle_exits", "exit_accuracy", "self_speculation_items", "eas_scores", "factor_report", *store_tables,
+        "oracle_exits", "exit_accuracy", "self_speculation_items", "tuned_lens", "eas_scores", "factor_report", *store_tables,
         "zoo_corpus", "zoo_checkpoints", "zoo_models",
     }
     graph = defs.resolve_asset_graph()

@@ -4,6 +4,7 @@ import polars as pl
 from assets.config import TunedLensConfig
 from assets.partitions import model_partitions, workload_partitions
 from assets.resources import EexitResource
+from eexit_core.analysis import checks
 from eexit_core.stages import TUNED_LENS, registries
 from eexit_core.stages.tuned_lens import (
     build_tuned_lens,
@@ -12,6 +13,7 @@ from eexit_core.stages.tuned_lens import (
     tuned_lens_data_version,
     tuned_lens_problem,
 )
+from eexit_core.storage.artifacts import read_parquet_metadata
 
 
 def _upstream() -> list:
@@ -30,8 +32,9 @@ def _upstream() -> list:
     deps=_upstream(),
     code_version=tuned_code_version(TunedLensConfig().tuned_settings()),
     check_specs=[dg.AssetCheckSpec("no_worse_than_own_head", asset=TUNED_LENS,
-                                   description="on every layer the fit keeps a translator whose training KL is at most "
-                                               "the model's own head's")],
+                                   description=(checks.tuned_no_worse_held_out.__doc__ or "").split("\n")[0]),
+                 dg.AssetCheckSpec("control_gains_nothing", asset=TUNED_LENS,
+                                   description=(checks.control_gains_nothing.__doc__ or "").split("\n")[0])],
 )
 def tuned_lens(context: dg.AssetExecutionContext, eexit: EexitResource, config: TunedLensConfig) -> dg.MaterializeResult:
     """A learned exit head for one model (README: "Activation dumps"): an affine translator
@@ -55,11 +58,16 @@ def tuned_lens(context: dg.AssetExecutionContext, eexit: EexitResource, config: 
         context.log.info("the stored tuned lens is fresh: kept (set force: true to fit again)")
     fits = pl.read_parquet(fit_path(ws, model.model_id))
     tuned = fits.filter(pl.col("exit_head") == "tuned")
-    worse = tuned.filter(pl.col("kl_fit") > pl.col("kl_own") + 1e-6)["layer"].to_list()
+    files = [ws.partition_path(TUNED_LENS, model.model_id, w.workload_id) for w in workloads]
+    held_out = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    weights = [(read_parquet_metadata(f)["constant_kl"], read_parquet_metadata(f)["held_out_tokens"]) for f in files]
+    constant_kl = sum(k * n for k, n in weights) / max(sum(n for _, n in weights), 1)
+    outcomes = {"no_worse_than_own_head": checks.tuned_no_worse_held_out(held_out),
+                "control_gains_nothing": checks.control_gains_nothing(held_out, constant_kl)}
     return dg.MaterializeResult(
         metadata={"layers": tuned.height, "workloads": len(workloads), "recomputed": problem is not None,
-                  "mean_training_kl_own": float(tuned["kl_own"].mean()), "mean_training_kl_tuned": float(tuned["kl_fit"].mean())},
+                  "kept": dict(tuned.group_by("kept").len().iter_rows())},
         data_version=dg.DataVersion(tuned_lens_data_version(ws, model.model_id)),
-        check_results=[dg.AssetCheckResult(check_name="no_worse_than_own_head", passed=not worse,
-                                           metadata={"worse_layers": worse})],
+        check_results=[dg.AssetCheckResult(check_name=name, passed=o.passed, metadata=o.metadata)
+                       for name, o in outcomes.items()],
     )

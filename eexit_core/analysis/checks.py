@@ -310,11 +310,41 @@ def exit_heads_ok(table: pl.DataFrame) -> CheckOutcome:
     return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
 
 
+def tuned_no_worse_held_out(stats: pl.DataFrame) -> CheckOutcome:
+    """On held-out tokens, at every layer below the last, the tuned head's mean KL to the
+    final distribution is no worse than the own head's beyond sampling noise (the paired
+    per-token difference's mean within two standard errors above zero)."""
+    paired = (stats.filter(pl.col("exit_head").is_in(["own", "tuned"]))
+              .pivot(on="exit_head", index=["workload_id", "sample", "position", "layer"], values="kl_to_final")
+              .with_columns((pl.col("tuned").cast(pl.Float64) - pl.col("own").cast(pl.Float64)).alias("gap")))
+    last = paired["layer"].max() if paired.height else 0
+    per_layer = (paired.filter(pl.col("layer") < last).group_by("layer")
+                 .agg(pl.col("gap").mean().alias("mean"), (2 * pl.col("gap").std() / pl.len().sqrt()).alias("noise"))
+                 .sort("layer"))
+    worse = per_layer.filter(pl.col("mean") > pl.col("noise").fill_null(0.0) + 1e-6)["layer"].to_list()
+    return CheckOutcome(not worse, {"worse_layers": worse, "layers": per_layer.height})
+
+
+def control_gains_nothing(stats: pl.DataFrame, constant_kl: float) -> CheckOutcome:
+    """On held-out tokens the shuffled control's mean KL at every layer is no better than
+    both the own head's and the best constant prediction's (5 % slack): what it learned
+    needs no token."""
+    per_layer = stats.group_by("exit_head", "layer").agg(pl.col("kl_to_final").cast(pl.Float64).mean())
+    wide = per_layer.pivot(on="exit_head", index="layer", values="kl_to_final").sort("layer")
+    last = wide["layer"].max() if wide.height else 0
+    floor = pl.min_horizontal(pl.col("own"), pl.lit(constant_kl))
+    better = wide.filter((pl.col("layer") < last) & (pl.col("control") < 0.95 * floor))["layer"].to_list()
+    return CheckOutcome(not better, {"better_layers": better, "constant_kl": constant_kl})
+
+
 def tuned_lens_fit_ok(table: pl.DataFrame) -> CheckOutcome:
-    """The tuned lens keeps, on every layer, a translator no worse than the own head on its
-    training tokens; KLs are non-negative."""
+    """The tuned lens keeps, on every layer, a translator no worse than the own head where
+    it was chosen (validation tokens; the training tokens without them); KLs non-negative."""
     tuned = pl.col("exit_head") == "tuned"
-    ok = (pl.col("kl_own") >= -1e-6) & (pl.col("kl_fit") >= -1e-6) & (~tuned | (pl.col("kl_fit") <= pl.col("kl_own") + 1e-6))
+    chosen_on_validation = pl.col("kl_validation").is_not_null()
+    no_worse = (pl.when(chosen_on_validation).then(pl.col("kl_validation") <= pl.col("kl_validation_own") + 1e-6)
+                .otherwise(pl.col("kl_fit") <= pl.col("kl_own") + 1e-6))
+    ok = (pl.col("kl_own") >= -1e-6) & (pl.col("kl_fit") >= -1e-6) & (~tuned | no_worse)
     bad = _violations(table, ok)
     return CheckOutcome(bad == 0, {"violations": bad, "rows": table.height})
 

@@ -33,7 +33,8 @@ HEADS_SCHEMA = {"model_id": pl.String, "workload_id": pl.String, "exit_head": pl
                 "mean_kl_below_last": pl.Float64, "mean_oracle_exit_layer": pl.Float64, "speedup_bound": pl.Float64,
                 "speedup_bound_with_check": pl.Float64, "check_cost_frac": pl.Float64}
 FIT_SCHEMA = {"model_id": pl.String, "exit_head": pl.String, "layer": pl.Int64, "kl_own": pl.Float64,
-              "kl_start": pl.Float64, "kl_fit": pl.Float64, "kept": pl.String, "n_train_tokens": pl.Int64}
+              "kl_start": pl.Float64, "kl_fit": pl.Float64, "kept": pl.String, "kl_validation_own": pl.Float64,
+              "kl_validation": pl.Float64, "n_train_tokens": pl.Int64}
 
 
 def head_similarity(stats: pl.DataFrame) -> pl.DataFrame:

@@ -7,11 +7,12 @@ answers: how much more early exit would a learned exit head allow?
 Fitted from activation dumps (no forward pass), layer by layer, to the final layer's
 distribution: minimise the mean KL(p_L || softmax(E(T_l(h_l)))) over training tokens.
 
-- Start: the ridge least-squares map from h_l to h_L; then Adam on the KL. The fit keeps
-  whichever of the end, the start and the identity (the own head) has the lowest training
-  KL, so on its training tokens a translator is never worse than the own head. Starting
-  from least squares rather than the identity matters for the shuffled control: a start
-  at the own head would carry the token's information into the control.
+- Start: the ridge least-squares map from h_l to h_L; then Adam on the KL. Per layer the
+  fit keeps whichever of the end, the start and the identity (the own head) has the lowest
+  KL on validation tokens (prompts the fit did not read, full vocabulary), so a layer
+  where fitting overfits keeps the own head. Starting from least squares rather than the
+  identity matters for the shuffled control: a start at the own head would carry the
+  token's information into the control.
 - The softmax of the fit runs over the `fit_vocab` tokens the final distributions weigh
   most (renormalised there): on a 262k vocabulary that is 64x cheaper and holds almost all
   of p_L's mass. Evaluation (`translated`, then the lens's own stats) uses the full vocabulary.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +40,9 @@ class TunedLensSettings:
     ridge: float = 1e-2  # the least-squares start's ridge, relative to the mean eigenvalue of h_l's Gram matrix
     fit_vocab: int = 4096  # tokens the fit's softmax runs over (all, on a smaller vocabulary)
     fit_tokens: int = 1024  # training tokens the fit reads at most (a seeded sample)
+    # validation tokens (other prompts than the fit's) that choose, per layer, between the
+    # fitted translator, its least-squares start and the own head, over the full vocabulary
+    validation_tokens: int = 512
     seed: int = 0
 
 
@@ -80,8 +85,10 @@ class LayerFit:
     layer: int
     kl_own: float  # the own head's training KL (fit vocabulary, nats)
     kl_start: float
-    kl_tuned: float
-    kept: str  # "fitted" | "least_squares" (Adam did not improve it) | "identity" (the own head was better)
+    kl_tuned: float  # the kept translator's training KL
+    kept: str  # "fitted" | "least_squares" | "identity" (the own head): the lowest validation KL
+    kl_validation_own: float | None = None  # full vocabulary, validation tokens (None: no validation)
+    kl_validation: float | None = None  # the kept translator's
 
 
 def translated(parts: Iterable[engine.ScoredResiduals], translators: Translators) -> Iterator[engine.ScoredResiduals]:
@@ -96,9 +103,12 @@ def translated(parts: Iterable[engine.ScoredResiduals], translators: Translators
 
 
 def fit_tuned_lens(head: ExitHead, residuals: torch.Tensor, settings: TunedLensSettings = TunedLensSettings(), *,
+                   validation: torch.Tensor | None = None,
                    shuffle_targets: bool = False) -> tuple[Translators, list[LayerFit]]:
     """Translators for every layer (the last included: a check, it should stay the
-    identity's equal) fitted on training tokens' residual streams [L, N, d].
+    identity's equal) fitted on training tokens' residual streams [L, N, d]. Per layer the
+    fitted translator, its start and the own head compete on `validation` (streams of
+    other prompts, full vocabulary); without it, on the training tokens.
 
     `shuffle_targets` pairs each token with another token's final layer (its distribution
     and, for the least-squares start, its residual): the control, which can learn what
@@ -121,13 +131,62 @@ def fit_tuned_lens(head: ExitHead, residuals: torch.Tensor, settings: TunedLensS
         pairing = torch.randperm(target.shape[0], generator=generator)
         target, h_final = target[pairing], h_final[pairing]
     restricted = _RestrictedHead(head, vocab)
+    judge = _Validation(head, validation, settings, generator, shuffle_targets) if validation is not None else None
     weights, biases, fits = [], [], []
-    for index in range(n_layers):
-        weight, bias, fit = _fit_layer(restricted, residuals[index], h_final, target, settings)
-        weights.append(weight)
-        biases.append(bias)
-        fits.append(LayerFit(index + 1, *fit))
+    with _frozen(head.final_norm):
+        for index in range(n_layers):
+            candidates, training = _fit_layer(restricted, residuals[index], h_final, target, settings)
+            if judge is None:
+                kept = min(training, key=training.get)
+                scores = {}
+            else:
+                scores = {name: judge.kl(index, *pair) for name, pair in candidates.items()}
+                kept = min(scores, key=scores.get)
+            weights.append(candidates[kept][0])
+            biases.append(candidates[kept][1])
+            fits.append(LayerFit(index + 1, training["identity"], training["least_squares"], training[kept], kept,
+                                 scores.get("identity"), scores.get(kept)))
     return Translators(torch.stack(weights), torch.stack(biases)), fits
+
+
+class _Validation:
+    """Full-vocabulary KL to the final layer on validation tokens (a seeded sample; the
+    control's paired with other tokens' final layers, as its fit is)."""
+
+    def __init__(self, head: ExitHead, residuals: torch.Tensor, settings: TunedLensSettings,
+                 generator: torch.Generator, shuffle_targets: bool, chunk: int = 128):
+        n_tokens = residuals.shape[1]
+        if n_tokens > settings.validation_tokens:
+            residuals = residuals[:, torch.randperm(n_tokens, generator=generator)[: settings.validation_tokens].sort().values]
+        self.head, self.residuals, self.chunk = head, residuals.float(), chunk
+        with torch.no_grad():
+            final = engine.final_logits_of(head, self.residuals)
+            self.log_p = torch.log_softmax(final.double(), dim=-1).float()
+        if shuffle_targets:
+            self.log_p = self.log_p[torch.randperm(self.log_p.shape[0], generator=generator)]
+
+    def kl(self, index: int, weight: torch.Tensor, bias: torch.Tensor) -> float:
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, self.residuals.shape[1], self.chunk):
+                h = self.residuals[index, start:start + self.chunk] @ weight.T + bias
+                log_q = torch.log_softmax(self.head.logits(h).double(), dim=-1)
+                log_p = self.log_p[start:start + self.chunk].double()
+                total += float((log_p.exp() * (log_p - log_q)).sum())
+        return total / self.residuals.shape[1]
+
+
+@contextmanager
+def _frozen(module: torch.nn.Module | None):
+    """The model's final norm without gradients while translators are fitted through it."""
+    params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
 
 
 def _fit_vocabulary(final_logits: torch.Tensor, size: int) -> torch.Tensor:
@@ -175,10 +234,10 @@ def _least_squares(h: torch.Tensor, h_final: torch.Tensor, ridge: float) -> tupl
 
 
 def _fit_layer(restricted: _RestrictedHead, h: torch.Tensor, h_final: torch.Tensor, target: torch.Tensor,
-               settings: TunedLensSettings) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float, float, str]]:
-    """Least squares, then Adam on the KL; the own head (the identity) where that is not
-    better on the training tokens. The start never reads the targets' pairing except
-    through h_final, so a control with shuffled pairs starts near a constant."""
+               settings: TunedLensSettings) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:
+    """Least squares, then Adam on the KL: the fitted translator, its start and the own
+    head (the identity), with their training KLs. The start never reads the targets'
+    pairing except through h_final, so a control with shuffled pairs starts near a constant."""
     d_model = h.shape[1]
     weight0, bias0 = _least_squares(h, h_final, settings.ridge)
     weight = weight0.clone().requires_grad_(True)
@@ -188,14 +247,11 @@ def _fit_layer(restricted: _RestrictedHead, h: torch.Tensor, h_final: torch.Tens
         optimiser.zero_grad()
         _kl(restricted, h @ weight.T + bias, target).backward()
         optimiser.step()
+    candidates = {"fitted": (weight.detach(), bias.detach()), "least_squares": (weight0, bias0),
+                  "identity": (torch.eye(d_model), torch.zeros(d_model))}
     with torch.no_grad():
-        kl_own = float(_kl(restricted, h, target))
-        kl_start = float(_kl(restricted, h @ weight0.T + bias0, target))
-        kl_end = float(_kl(restricted, h @ weight.T + bias, target))
-    best = min((kl_end, "fitted"), (kl_start, "least_squares"), (kl_own, "identity"))
-    chosen = {"fitted": (weight.detach(), bias.detach()), "least_squares": (weight0, bias0),
-              "identity": (torch.eye(d_model), torch.zeros(d_model))}[best[1]]
-    return chosen[0], chosen[1], (kl_own, kl_start, best[0], best[1])
+        training = {name: float(_kl(restricted, h @ w.T + b, target)) for name, (w, b) in candidates.items()}
+    return candidates, training
 
 
 def fit_report(fits: list[LayerFit]) -> list[dict]:
@@ -210,9 +266,14 @@ class ConstantPrediction:
     log_probs: torch.Tensor  # [V]
 
     @classmethod
-    def fit(cls, head: ExitHead, residuals: torch.Tensor) -> "ConstantPrediction":
+    def fit(cls, head: ExitHead, residuals: torch.Tensor, chunk: int = 256) -> "ConstantPrediction":
+        total = None
         with torch.no_grad():
-            probs = torch.softmax(engine.final_logits_of(head, residuals.float()).double(), dim=-1).mean(dim=0)
+            for start in range(0, residuals.shape[1], chunk):  # [chunk, V] at a time: V is 262k on gemma
+                logits = engine.final_logits_of(head, residuals[:, start:start + chunk].float()).double()
+                part = torch.softmax(logits, dim=-1).sum(dim=0)
+                total = part if total is None else total + part
+        probs = total / residuals.shape[1]
         return cls(torch.log(probs.clamp_min(1e-300)).float())
 
     def scores(self, head: ExitHead, parts: Iterable[engine.ScoredResiduals]) -> tuple[float, float, int]:

@@ -106,7 +106,7 @@ def build_token_layer_stats(ws: Workspace, model: ModelEntry, workload: Workload
 
 def _token_layer_stats_from_dump(ws: Workspace, model: ModelEntry, workload: WorkloadEntry,
                                  settings: LensSettings) -> pl.DataFrame:
-    from eexit_core.lens.activations import ActivationDumpError, token_layer_stats_from_dump
+    from eexit_core.lens.activations import ActivationDumpError, read_manifest, token_layer_stats_from_dump
     from eexit_core.models.checkpoints import load_exit_head
     from eexit_core.stages.layer_activations import dump_problem
 
@@ -117,7 +117,7 @@ def _token_layer_stats_from_dump(ws: Workspace, model: ModelEntry, workload: Wor
     if problem is not None:
         raise ActivationDumpError(f"{problem}; materialise layer_activations [{model.model_id}|{workload.workload_id}] "
                                   "to dump it again")
-    over_context = json.loads((target / "manifest.json").read_text())["inputs"]["over_context"]
+    over_context = read_manifest(target, verify=False).inputs["over_context"]
     stats = token_layer_stats_from_dump(
         load_exit_head(checkpoint, device=settings.device), target, stats=settings.stats, top_k=settings.top_k,
         engine_name=settings.engine, model_checksum=checkpoint.checksum,

@@ -3,7 +3,9 @@ held-out token stats of the model's own head, the tuned head and the shuffled co
 
 The prompts of every workload alternate, in their drawn order, between the half the
 translators are fitted on and the half they are judged on (`split_of`, as lossless
-self-speculation chooses its (l, k)). All three heads are read from the same dump on the
+self-speculation chooses its (l, k)); the fitting half alternates again between the
+prompts the fit reads and the validation prompts that choose, per layer, between the
+fitted translator and the own head (`fit_role`). All three heads are read from the same dump on the
 same held-out tokens, so their curves differ only by the head. Written per model:
 
     tuned_lens/<m>.safetensors        the translators (weight [L, d, d], bias [L, d])
@@ -21,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from eexit_core.evaluation.speculation_sweep import TEST, TUNE, split_of
+from eexit_core.evaluation.speculation_sweep import TEST, split_of
 from eexit_core.lens import engine
 from eexit_core.lens.activations import read_dump, read_manifest
 from eexit_core.lens.tuned import (
@@ -82,10 +84,21 @@ def _inputs(ws: Workspace, model_id: str, workloads: Sequence[WorkloadEntry]) ->
     return {"model_checksum": json.loads(ws.checkpoint_record(model_id).read_text()).get("checksum"), "dumps": dumps}
 
 
-def _parts(ws: Workspace, model_id: str, workload_id: str, split: str) -> Iterator[engine.ScoredResiduals]:
-    """A dump's tokens of one split's prompts, shard by shard."""
+FIT, VALIDATION, HELD_OUT = "fit", "validation", "held_out"
+
+
+def fit_role(sample: int) -> str:
+    """What a prompt (by its index in the drawn order) is for: fitting, choosing per layer,
+    or judging (the `test` half of `split_of`)."""
+    if split_of(sample) == TEST:
+        return HELD_OUT
+    return FIT if (sample // 2) % 2 == 0 else VALIDATION
+
+
+def _parts(ws: Workspace, model_id: str, workload_id: str, role: str) -> Iterator[engine.ScoredResiduals]:
+    """A dump's tokens of the prompts with one role, shard by shard."""
     for part in read_dump(ws.dump_dir(model_id, workload_id)):
-        keep = [i for i, sample in enumerate(part.samples) if split_of(sample) == split]
+        keep = [i for i, sample in enumerate(part.samples) if fit_role(sample) == role]
         if keep:
             index = torch.tensor(keep)
             yield engine.ScoredResiduals(
@@ -107,31 +120,38 @@ def build_tuned_lens(ws: Workspace, model: ModelEntry, workloads: Sequence[Workl
     inputs = _inputs(ws, model.model_id, workloads)
     head = load_exit_head(read_checkpoint(ws, model.model_id), device=device)
     started = time.perf_counter()
-    train = torch.cat([p.residuals.float() for w in workloads for p in _parts(ws, model.model_id, w.workload_id, TUNE)],
-                      dim=1)
-    tuned, tuned_fits = fit_tuned_lens(head, train, settings)
-    progress(f"{model.model_id}: tuned lens fitted on {min(train.shape[1], settings.fit_tokens)} of "
-             f"{train.shape[1]} training tokens in {time.perf_counter() - started:.0f}s")
-    control, control_fits = fit_tuned_lens(head, train, settings, shuffle_targets=True)
+    train = _streams(ws, model.model_id, workloads, FIT)
+    validation = _streams(ws, model.model_id, workloads, VALIDATION)
+    if train.shape[1] == 0:
+        raise ValueError(f"{model.model_id}: no training tokens (every workload's fitting prompts are empty)")
+    if validation.shape[1] == 0:
+        validation = None  # too few prompts to set some aside: the training tokens choose
+    tuned, tuned_fits = fit_tuned_lens(head, train, settings, validation=validation)
+    progress(f"{model.model_id}: tuned lens fitted on {min(train.shape[1], settings.fit_tokens)} of {train.shape[1]} "
+             f"training tokens, chosen per layer on {0 if validation is None else validation.shape[1]} validation "
+             f"tokens, in {time.perf_counter() - started:.0f}s")
+    control, control_fits = fit_tuned_lens(head, train, settings, validation=validation, shuffle_targets=True)
     constant = ConstantPrediction.fit(head, train)
     meta = {
         **inputs,
         "tuned_code_version": tuned_code_version(settings),
         "settings": settings.__dict__,
         "n_train_tokens": int(train.shape[1]),
-        "split": f"prompts alternate in drawn order: {TUNE} (fit) and {TEST} (held out)",
+        "n_validation_tokens": 0 if validation is None else int(validation.shape[1]),
+        "split": "prompts in drawn order: 0 fit, 1 held out, 2 validation, 3 held out, then again",
         "code_version": code_version(),
         "libraries": library_versions(),
     }
-    del train
+    del train, validation
     for workload in workloads:
         started = time.perf_counter()
-        frames = [engine.stats_frame(head, _parts(ws, model.model_id, workload.workload_id, TEST)).with_columns(
+        frames = [engine.stats_frame(head, _parts(ws, model.model_id, workload.workload_id, HELD_OUT)).with_columns(
             pl.lit("own").alias("exit_head"))]
         for name, translators in (("tuned", tuned), ("control", control)):
-            frames.append(engine.stats_frame(head, translated(_parts(ws, model.model_id, workload.workload_id, TEST),
+            frames.append(engine.stats_frame(head, translated(_parts(ws, model.model_id, workload.workload_id, HELD_OUT),
                                                                 translators)).with_columns(pl.lit(name).alias("exit_head")))
-        constant_kl, constant_top1, n_tokens = constant.scores(head, _parts(ws, model.model_id, workload.workload_id, TEST))
+        constant_kl, constant_top1, n_tokens = constant.scores(head, _parts(ws, model.model_id, workload.workload_id,
+                                                                             HELD_OUT))
         prompt_ids = pl.read_parquet(ws.prompts_path(workload.workload_id), columns=["prompt_id"])["prompt_id"]
         stats = pl.concat(frames)
         stats = stats.with_columns(pl.lit(model.model_id).alias("model_id"), pl.lit(workload.workload_id).alias("workload_id"),
@@ -145,6 +165,16 @@ def build_tuned_lens(ws: Workspace, model: ModelEntry, workloads: Sequence[Workl
     fits = _fit_table(model.model_id, tuned_fits, control_fits)
     write_parquet(fits, fit_path(ws, model.model_id), metadata=meta)
     return fits
+
+
+def _streams(ws: Workspace, model_id: str, workloads: Sequence[WorkloadEntry], role: str) -> torch.Tensor:
+    """The residual streams [L, N, d] of every workload's prompts with one role."""
+    parts = [p.residuals.float() for w in workloads for p in _parts(ws, model_id, w.workload_id, role)]
+    if parts:
+        return torch.cat(parts, dim=1)
+    n_layers, d_model = (lambda m: (m.n_layers, m.d_model))(read_manifest(ws.dump_dir(model_id, workloads[0].workload_id),
+                                                                          verify=False))
+    return torch.zeros(n_layers, 0, d_model)
 
 
 def _fit_table(model_id: str, tuned: list[LayerFit], control: list[LayerFit]) -> pl.DataFrame:

@@ -81,7 +81,7 @@ def test_each_check_is_attached_to_the_asset_it_checks():
         "exit_accuracy_in_range": "exit_accuracy", "eas_within_bounds": "eas_scores",
         "corpus_ok": "zoo_corpus", "learned_language": "zoo_checkpoints", "every_checkpoint_registered": "zoo_models",
         "lossless": "self_speculation_items", "dump_complete": "layer_activations",
-        "no_worse_than_own_head": "tuned_lens",
+        "no_worse_than_own_head": "tuned_lens", "control_gains_nothing": "tuned_lens",
         **{f"{table}_rows_valid": f"results_store/{table}" for table in store_tables},
     }
     assert isinstance(defs, dg.Definitions)

@@ -58,3 +58,26 @@ def test_the_pooled_scope_keeps_each_workloads_tokens_apart():
 def test_a_translated_head_pays_for_its_translator():
     costs = exit_heads.check_costs(d_model=64, vocab_size=1024, params_total=1_000_000, n_layers=4, tied=True)
     assert costs["tuned"] == pytest.approx(costs["own"] * (1 + 64 / 1024)) and costs["control"] == costs["tuned"]
+
+
+def _held_out(kl: dict[str, list[float]]) -> pl.DataFrame:
+    """Held-out rows of each head: token i's KL at layer 1 is kl[head][i]; layer 2 is the last (0)."""
+    rows = [{"workload_id": "w", "exit_head": head, "sample": 1, "position": i, "layer": layer,
+             "kl_to_final": value if layer == 1 else 0.0}
+            for head, values in kl.items() for i, value in enumerate(values) for layer in (1, 2)]
+    return pl.DataFrame(rows)
+
+
+def test_the_held_out_checks_fail_a_worse_tuned_head_and_a_control_that_reads_the_token():
+    from eexit_core.analysis import checks
+
+    good = _held_out({"own": [4.0, 5.0, 6.0, 5.0], "tuned": [1.0, 2.0, 1.5, 2.5], "control": [5.0, 5.5, 6.0, 4.5]})
+    assert checks.tuned_no_worse_held_out(good).passed
+    assert checks.control_gains_nothing(good, constant_kl=5.0).passed
+    worse = _held_out({"own": [1.0, 1.1, 0.9, 1.0], "tuned": [2.0, 2.1, 1.9, 2.0], "control": [5.0] * 4})
+    assert checks.tuned_no_worse_held_out(worse).metadata["worse_layers"] == [1]
+    # within noise: a tuned head a hair worse on average but not beyond two standard errors passes
+    noisy = _held_out({"own": [1.0, 3.0, 1.0, 3.0], "tuned": [1.5, 2.6, 1.4, 3.1], "control": [5.0] * 4})
+    assert checks.tuned_no_worse_held_out(noisy).passed
+    leaky = _held_out({"own": [4.0] * 4, "tuned": [1.0] * 4, "control": [2.0] * 4})  # beats own head and constant
+    assert checks.control_gains_nothing(leaky, constant_kl=3.0).metadata["better_layers"] == [1]

@@ -85,6 +85,21 @@ def test_the_shuffled_control_does_no_better_than_a_constant(llama, split, fitte
     assert (shuffled["top1_match"] <= own["top1_match"].clip(lower_bound=constant_top1) + noise).all()
 
 
+def test_validation_prompts_choose_per_layer_and_never_keep_a_worse_head(llama, tokenizer, split):
+    head = resolve_exit_head(llama)
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice(WORDS[:40]) for _ in range(20)) for _ in range(16)]
+    validation = torch.cat([p.residuals for p in engine.scored_residuals(llama, tokenizer, texts, batch_size=8)], dim=1)
+    # Adam at a learning rate that wrecks the fit: the validation tokens must catch it
+    wrecked = TunedLensSettings(steps=20, learning_rate=5.0)
+    translators, fits = fit_tuned_lens(head, split[0], wrecked, validation=validation)
+    assert all(f.kl_validation <= f.kl_validation_own + 1e-9 for f in fits)
+    assert {f.kept for f in fits} <= {"least_squares", "identity"} and fits[-1].kept == "identity"
+    own = _per_layer(engine.stats_frame(head, split[1]))
+    tuned = _per_layer(engine.stats_frame(head, translated(split[1], translators)))
+    assert (tuned["kl_to_final"][:-1] <= own["kl_to_final"][:-1]).all()
+
+
 def test_the_fit_is_seeded_and_translators_survive_a_round_trip(llama, split, fitted, tmp_path):
     head = resolve_exit_head(llama)
     again, _ = fit_tuned_lens(head, split[0], SETTINGS)

@@ -60,7 +60,7 @@ def tuned_lens(context: dg.AssetExecutionContext, eexit: EexitResource, config: 
     tuned = fits.filter(pl.col("exit_head") == "tuned")
     files = [ws.partition_path(TUNED_LENS, model.model_id, w.workload_id) for w in workloads]
     held_out = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-    weights = [(read_parquet_metadata(f)["constant_kl"], read_parquet_metadata(f)["held_out_tokens"]) for f in files]
+    weights = [(meta["constant_kl"], meta["held_out_tokens"]) for meta in map(read_parquet_metadata, files)]
     constant_kl = sum(k * n for k, n in weights) / max(sum(n for _, n in weights), 1)
     outcomes = {"no_worse_than_own_head": checks.tuned_no_worse_held_out(held_out),
                 "control_gains_nothing": checks.control_gains_nothing(held_out, constant_kl)}

@@ -117,6 +117,14 @@ def run_pipeline(root: Path, *args: str, **extra_env: str) -> subprocess.Complet
                           capture_output=True, text=True, timeout=600)
 
 
+def store_rows(root: Path, query: str) -> list[tuple]:
+    """The rows a SQL query returns from a workspace's results store (read-only)."""
+    import duckdb
+
+    with duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True) as con:
+        return con.sql(query).fetchall()
+
+
 def copy_of_run(finished: Path, target: Path) -> Path:
     """A copy of a finished run to change or break (its Dagster history included); the
     model folder it reads stays shared, so a test that breaks the model uses

@@ -172,9 +172,8 @@ def _streams(ws: Workspace, model_id: str, workloads: Sequence[WorkloadEntry], r
     parts = [p.residuals.float() for w in workloads for p in _parts(ws, model_id, w.workload_id, role)]
     if parts:
         return torch.cat(parts, dim=1)
-    n_layers, d_model = (lambda m: (m.n_layers, m.d_model))(read_manifest(ws.dump_dir(model_id, workloads[0].workload_id),
-                                                                          verify=False))
-    return torch.zeros(n_layers, 0, d_model)
+    manifest = read_manifest(ws.dump_dir(model_id, workloads[0].workload_id), verify=False)
+    return torch.zeros(manifest.n_layers, 0, manifest.d_model)
 
 
 def _fit_table(model_id: str, tuned: list[LayerFit], control: list[LayerFit]) -> pl.DataFrame:

@@ -5,16 +5,11 @@ older code are left out of the store and named."""
 
 from __future__ import annotations
 
-import duckdb
 import polars as pl
 
 from eexit_core.storage.artifacts import read_parquet_metadata, write_parquet
 from tests.tiny_run import run_pipeline
-
-
-def _rows(root, query: str) -> list[tuple]:
-    with duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True) as con:
-        return con.sql(query).fetchall()
+from tests.tiny_run import store_rows as _rows
 
 
 def test_the_speculation_stage_measures_publishes_and_reports(tiny_run_copy):

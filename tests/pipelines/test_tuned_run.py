@@ -4,14 +4,8 @@ the exit heads compared on held-out prompts in the results store; a rerun keeps 
 
 from __future__ import annotations
 
-import duckdb
-
 from tests.tiny_run import run_pipeline
-
-
-def _rows(root, query: str) -> list[tuple]:
-    with duckdb.connect(str(root / "data" / "results.duckdb"), read_only=True) as con:
-        return con.sql(query).fetchall()
+from tests.tiny_run import store_rows as _rows
 
 
 def test_the_tuned_stage_dumps_fits_and_publishes_the_exit_heads(tiny_run_copy):
